@@ -1,0 +1,180 @@
+"""The ``blindspot`` command line.
+
+The one place that composes both sides: pipeline commands call ``precompute``, and
+``serve`` starts the web app. Errors caused by the user's input are printed as one
+clear message (exit code 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from precompute.errors import BlindspotError
+from precompute.progress import console
+
+DEMO_CONFIG = "demo.toml"
+
+
+def _say(message: str) -> None:
+    console.print(message)
+
+
+def _report(report) -> None:
+    for note in report.notes:
+        console.print(f"[yellow]not done:[/] {note}")
+    for manifest in report.manifests:
+        skipped = sum(manifest["skipped"].values())
+        extra = f", skipped {skipped} ({', '.join(f'{k}: {v}' for k, v in manifest['skipped'].items())})" if skipped else ""
+        counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
+        console.print(f"[green]done:[/] {manifest['stage']} {manifest['target']}: {counts}{extra} "
+                      f"in {manifest['seconds']:.1f} s")
+
+
+def demo_config_path() -> Path:
+    """The packaged demo config (also at ``configs/demo.toml`` in the repository)."""
+    return Path(str(resources.files("precompute") / "configs" / DEMO_CONFIG))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def cli(verbose: bool) -> None:
+    """Blindspot Atlas: what a text-to-image model cannot (or too eagerly does) draw.
+
+    Start with `blindspot demo`: it builds an atlas from the embedded world and
+    serves the explorer on http://127.0.0.1:8000.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _serve(atlas: Path, host: str, port: int) -> None:
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import Settings
+    from backend.atlas import Atlas
+
+    Atlas(atlas).close()  # fail now, with the reason, if the folder is not a readable atlas
+    console.print(f"serving [bold]{atlas}[/] on http://{host}:{port}  (Ctrl+C to stop)")
+    uvicorn.run(create_app(Settings(atlas=atlas, host=host, port=port)), host=host, port=port, log_level="warning")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-atlas"), show_default=True,
+              help="Atlas folder to build (reused when it was built from the same config).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Run config to use instead of the packaged demo config.")
+@click.option("--rebuild", is_flag=True, help="Run the stages even when the atlas is current.")
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the explorer after building.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def demo(out: Path, config_path: Path | None, rebuild: bool, serve: bool, host: str, port: int) -> None:
+    """Build an atlas from the embedded world and serve the explorer.
+
+    Runs every pipeline stage that exists on the packaged demo config (the
+    embedded world against planted generators), says which stages do not exist
+    yet, and serves the result. A second run reuses the atlas and serves at once.
+    """
+    from precompute.config import load_config
+    from precompute.pipeline import atlas_is_current, run_pipeline
+
+    config = load_config(config_path or demo_config_path())
+    if rebuild or not atlas_is_current(out, config):
+        _report(run_pipeline(config, out, say=_say))
+    else:
+        console.print(f"reusing the atlas in [bold]{out}[/] (built from this config; --rebuild to redo)")
+    if serve:
+        _serve(out, host, port)
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Atlas folder to write.")
+@click.option("--stages", default=None,
+              help="Comma-separated stages to run (default: all): sample, generate, encode, train, analyze, build.")
+@click.option("--work", type=click.Path(path_type=Path), default=None,
+              help="Folder for resumable stage outputs (default: <out>.work beside the atlas).")
+def precompute(config_path: Path, out: Path, stages: str | None, work: Path | None) -> None:
+    """Run a config's pipeline stages and write the atlas OUT.
+
+    Each stage is resumable: finished shards in the work folder are never redone,
+    and a changed config redoes only what it changes. The atlas is written
+    atomically: a half-written atlas is never visible.
+    """
+    from precompute.config import load_config
+    from precompute.pipeline import parse_stages, run_pipeline
+
+    config = load_config(config_path)
+    _report(run_pipeline(config, out, work=work, stages=parse_stages(stages), say=_say))
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Atlas folder the run is for.")
+@click.option("--work", type=click.Path(path_type=Path), default=None, help="Work folder (default: <out>.work).")
+def generate(config_path: Path, out: Path, work: Path | None) -> None:
+    """Sample the real items and generate every generator's counterparts (no atlas build)."""
+    from precompute.config import load_config
+    from precompute.pipeline import run_pipeline
+
+    config = load_config(config_path)
+    _report(run_pipeline(config, out, work=work, stages=["sample", "generate"], say=_say))
+
+
+@cli.command()
+@click.argument("atlas", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def serve(atlas: Path, host: str, port: int) -> None:
+    """Serve the explorer for the atlas folder ATLAS."""
+    _serve(atlas, host, port)
+
+
+@cli.group()
+def world() -> None:
+    """The embedded world: a synthetic data set where the truth is known."""
+
+
+@world.command("sample")
+@click.option("--n", "count", type=click.IntRange(1), default=100, show_default=True, help="Images to write.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder to write.")
+@click.option("--size", type=click.IntRange(16, 1024), default=64, show_default=True, help="Image side in pixels.")
+@click.option("--noise", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
+              help="Share of stated caption attributes replaced by a wrong value.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: all cores).")
+def world_sample(count: int, seed: int, out: Path, size: int, noise: float, workers: int | None) -> None:
+    """Write N world images with captions.jsonl and annotations.jsonl to OUT.
+
+    The folder is in the local-folder source format, so it can be read back with
+    `kind = "folder"` in a run config.
+    """
+    from precompute.progress import progress_bar
+    from precompute.world import write_samples
+
+    with progress_bar(count, "render world images", "img") as advance:
+        written = write_samples(out, count, seed, size=size, noise=noise, workers=workers, progress=advance)
+    console.print(f"wrote {written} images, captions.jsonl and annotations.jsonl to {out}")
+
+
+def main() -> None:
+    """Console-script entry: run the CLI, turning input errors into one clear message."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BlindspotError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The atlas overview: sources, stage manifests, skipped items and sample pairs.
+
+One data function feeds the HTML page and its JSON twin.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from app.deps import AtlasDep, TemplatesDep
+from backend.atlas import Atlas
+from precompute.pipeline import STAGES
+
+router = APIRouter(tags=["overview"])
+
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24) -> dict[str, Any]:
+    info = atlas.info()
+    built = set(json.loads(info.get("stages", "[]")))
+    return {
+        "run_name": info.get("run_name", ""),
+        "built_at": info.get("built_at", ""),
+        "n_items": atlas.count_items(),
+        "sources": atlas.sources(),
+        "stages": [{"name": s.name, "description": s.description, "built": s.name in built,
+                    "note": "" if s.name in built else (s.note or "not run")} for s in STAGES],
+        "skipped": atlas.skipped_summary(),
+        "planted_effects": atlas.planted_effects(),
+        "pairs": atlas.pairs(offset, limit),
+        "offset": offset,
+        "limit": limit,
+    }
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview_page(request: Request, atlas: AtlasDep, templates: TemplatesDep,
+                  offset: Offset = 0, limit: Limit = 24) -> HTMLResponse:
+    return templates.TemplateResponse(request, "overview.html", overview_data(atlas, offset, limit))
+
+
+@router.get("/api/overview")
+def overview_json(atlas: AtlasDep, offset: Offset = 0, limit: Limit = 24) -> dict[str, Any]:
+    return overview_data(atlas, offset, limit)
+
+
+@router.get("/api/world/frequencies")
+def world_frequencies(atlas: AtlasDep) -> list[dict[str, Any]]:
+    """Ground-truth frequency of each world concept per source (empty for non-world atlases)."""
+    return atlas.world_frequencies()
+
+
+@router.get("/healthz")
+def health() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,320 @@
+"""Run configs: TOML files validated on load, before any work starts.
+
+A config names one real-image source, any number of generators, and the settings of
+the later stages. Every table is a frozen pydantic model with ``extra="forbid"``, so
+an unknown key, a wrong type or a missing file is an error that names the key and
+what was expected. Defaults are the blindspots paper's (seed 001, appendix D):
+10,000 pairs; SD 1.5 / 2.1 at 50 steps and guidance 7.5; Kandinsky 2.1 at 100 steps
+and guidance 4.0; PixArt at 50 and 7.5; all 512x512; delta temperature 0.8;
+suppressed below 0.1, exaggerated above 0.9.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from precompute.errors import ConfigError
+
+# Per-family generation defaults (seed 001 appendix D.2 for the paper's four models;
+# diffusers' own defaults for SDXL and FLUX.1-schnell). Matched by substring of the
+# lower-cased model id or path, first match wins.
+MODEL_DEFAULTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("kandinsky-2-1", {"steps": 100, "guidance": 4.0, "width": 512, "height": 512}),
+    ("pixart", {"steps": 50, "guidance": 7.5, "width": 512, "height": 512}),
+    ("stable-diffusion-xl", {"steps": 50, "guidance": 5.0, "width": 1024, "height": 1024}),
+    ("sdxl", {"steps": 50, "guidance": 5.0, "width": 1024, "height": 1024}),
+    ("flux.1-schnell", {"steps": 4, "guidance": 0.0, "width": 1024, "height": 1024}),
+    ("stable-diffusion-2-1", {"steps": 50, "guidance": 7.5, "width": 512, "height": 512}),
+    ("stable-diffusion-v1-5", {"steps": 50, "guidance": 7.5, "width": 512, "height": 512}),
+)
+FALLBACK_DEFAULTS: dict[str, Any] = {"steps": 50, "guidance": 7.5, "width": 512, "height": 512}
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSettings(_Table):
+    """The ``[run]`` table: what the run is called and how many pairs it samples."""
+
+    name: str = "run"
+    seed: int = 0
+    n_items: int = Field(10_000, gt=0, description="image-caption pairs sampled (paper: 10,000)")
+    max_image_side: int = Field(512, ge=16, description="real images larger than this are downscaled when stored")
+
+
+class WorldSourceConfig(_Table):
+    """The embedded world as the real-image source."""
+
+    kind: Literal["world"]
+    seed: int = 0
+    size: int = Field(64, ge=16, le=1024)
+    noise: float = Field(0.02, ge=0.0, le=1.0, description="share of stated attributes replaced by a wrong value")
+
+
+class FolderSourceConfig(_Table):
+    """A local folder with ``captions.jsonl`` or ``captions.csv``."""
+
+    kind: Literal["folder"]
+    path: Path
+
+
+class UrlSourceConfig(_Table):
+    """A CSV or Parquet file of ``url,caption`` rows, downloaded into a cache."""
+
+    kind: Literal["urls"]
+    path: Path
+    url_column: str = "url"
+    caption_column: str = "caption"
+    id_column: str | None = None
+    cache_dir: Path | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0)
+    max_bytes: int = Field(20_000_000, gt=0)
+    workers: int = Field(16, ge=1, le=256)
+
+
+class HFSourceConfig(_Table):
+    """A Hugging Face ``datasets`` dataset (hub id or local path); needs the ``datasets`` extra."""
+
+    kind: Literal["hf"]
+    dataset: str
+    split: str = "train"
+    config_name: str | None = None
+    image_column: str = "image"
+    caption_column: str = "text"
+    url_column: str | None = None
+    streaming: bool = False
+
+
+SourceConfig = Annotated[
+    Union[WorldSourceConfig, FolderSourceConfig, UrlSourceConfig, HFSourceConfig],
+    Field(discriminator="kind"),
+]
+
+
+class PlantedEffectConfig(_Table):
+    """One planted effect of a planted world generator."""
+
+    effect: Literal["suppress", "add"]
+    concept: str
+    rate: float = Field(ge=0.0, le=1.0)
+    replace_with: str | None = None
+
+
+class _GeneratorBase(_Table):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="stable id of the generator")
+    seed: int = 0
+
+
+class PlantedGeneratorConfig(_GeneratorBase):
+    """The planted world generator: reads the caption, applies the planted effects."""
+
+    kind: Literal["planted"]
+    size: int | None = Field(None, ge=16, le=1024, description="defaults to the world source's size")
+    effects: tuple[PlantedEffectConfig, ...] = ()
+
+
+class WorldModelGeneratorConfig(_GeneratorBase):
+    """The project's trained tiny world text-to-image model (a diffusers pipeline folder)."""
+
+    kind: Literal["world-model"]
+    path: Path | None = Field(None, description="pipeline folder; default: the weights shipped with the package")
+    steps: int = Field(25, ge=1, le=1000)
+    guidance: float = Field(3.0, ge=0.0)
+    batch_size: int = Field(64, ge=1)
+    capture: tuple[str, ...] = ()
+
+
+class DiffusersGeneratorConfig(_GeneratorBase):
+    """Any diffusers text-to-image pipeline by hub id or local path.
+
+    Unset ``steps``, ``guidance``, ``width`` and ``height`` take the per-model
+    defaults of ``MODEL_DEFAULTS`` (the paper's settings for its four models).
+    """
+
+    kind: Literal["diffusers"]
+    model: str
+    unet: str | None = Field(None, description="swap in another UNet, e.g. the SD 1.5 DPO UNet")
+    prior: str | None = Field(None, description="prior pipeline (Kandinsky 2.1); default: the model's own")
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0.0)
+    width: int | None = Field(None, ge=64, le=4096, multiple_of=8)
+    height: int | None = Field(None, ge=64, le=4096, multiple_of=8)
+    dtype: Literal["fp16", "bf16", "fp32"] = "fp16"
+    batch_size: int = Field(8, ge=1)
+    attention: Literal["default", "sdpa", "xformers"] = "default"
+    cpu_offload: bool = False
+    safety_checker: bool = False
+    negative_prompt: str | None = None
+    capture: tuple[str, ...] = Field((), description="hook points by dotted module path")
+    capture_steps: tuple[int, ...] = Field((-1,), description="denoising steps to capture; -1 is the last")
+
+    @model_validator(mode="after")
+    def _fill_model_defaults(self) -> "DiffusersGeneratorConfig":
+        defaults = model_defaults(self.model)
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        return self
+
+
+GeneratorConfig = Annotated[
+    Union[PlantedGeneratorConfig, WorldModelGeneratorConfig, DiffusersGeneratorConfig],
+    Field(discriminator="kind"),
+]
+
+
+class EncodeConfig(_Table):
+    """The output lens: energy model and SAE (used from the encode stage on)."""
+
+    energy_model: str = Field("facebook/dinov2-with-registers-base", description="hub id, local path, or 'world'")
+    sae: Path | None = Field(None, description="SAE folder (config.json + safetensors); trained when unset")
+    n_concepts: int = Field(32_000, gt=0)
+    k: int = Field(5, gt=0)
+    patch_tokens_only: bool = False
+    batch_size: int = Field(64, ge=1)
+    dtype: Literal["fp16", "bf16", "fp32"] = "fp32"
+
+
+class AnalysisConfig(_Table):
+    """Thresholds of the blindspot analysis (seed 001, section 4 and appendix D.3)."""
+
+    temperature: float = Field(0.8, gt=0.0)
+    suppressed_below: float = Field(0.1, gt=0.0, lt=1.0)
+    exaggerated_above: float = Field(0.9, gt=0.0, lt=1.0)
+    bootstrap: int = Field(1000, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AnalysisConfig":
+        if self.suppressed_below >= self.exaggerated_above:
+            raise ValueError(
+                f"suppressed_below ({self.suppressed_below}) must be below exaggerated_above ({self.exaggerated_above})"
+            )
+        return self
+
+
+class RunConfig(_Table):
+    """A whole run config (one TOML file)."""
+
+    run: RunSettings = RunSettings()
+    source: SourceConfig
+    generators: tuple[GeneratorConfig, ...] = ()
+    encode: EncodeConfig = EncodeConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+
+    @field_validator("generators")
+    @classmethod
+    def _unique_names(cls, generators: tuple) -> tuple:
+        names = [g.name for g in generators]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"generator names must be unique; repeated: {', '.join(duplicates)}")
+        if "real" in names:
+            raise ValueError("'real' is reserved for the real images; give the generator another name")
+        return generators
+
+    def digest(self) -> str:
+        """A short hash of the config's content: stage outputs are keyed by it."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def model_defaults(model: str) -> dict[str, Any]:
+    """Generation defaults for a model id or path (the paper's per-model settings)."""
+    lowered = model.lower()
+    for needle, defaults in MODEL_DEFAULTS:
+        if needle in lowered:
+            return dict(defaults)
+    return dict(FALLBACK_DEFAULTS)
+
+
+def _format_location(loc: tuple) -> str:
+    parts: list[str] = []
+    for piece in loc:
+        if isinstance(piece, int):
+            parts[-1:] = [f"{parts[-1]}[{piece}]" if parts else f"[{piece}]"]
+        elif piece in {"world", "folder", "urls", "hf", "planted", "world-model", "diffusers"} and parts:
+            continue  # the discriminator tag pydantic puts in the path; the kind is named in the message
+        else:
+            parts.append(str(piece))
+    return ".".join(parts) or "(top level)"
+
+
+def _describe(error: dict) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "missing required key"
+    value = error.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return f"{message} (got {shown})"
+
+
+def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
+    """Make relative paths relative to the config file and check that they exist."""
+    problems: list[str] = []
+
+    def check(where: str, path: Path | None, must_exist: bool = True) -> Path | None:
+        if path is None:
+            return None
+        resolved = path if path.is_absolute() else (base / path)
+        if must_exist and not resolved.exists():
+            problems.append(f"{where}: file not found: {resolved}")
+        return resolved
+
+    updates: dict[str, Any] = {}
+    source = config.source
+    if isinstance(source, (FolderSourceConfig, UrlSourceConfig)):
+        changes = {"path": check("source.path", source.path)}
+        if isinstance(source, UrlSourceConfig) and source.cache_dir is not None:
+            changes["cache_dir"] = check("source.cache_dir", source.cache_dir, must_exist=False)
+        updates["source"] = source.model_copy(update=changes)
+    generators = []
+    for i, generator in enumerate(config.generators):
+        if isinstance(generator, WorldModelGeneratorConfig) and generator.path is not None:
+            generator = generator.model_copy(update={"path": check(f"generators[{i}].path", generator.path)})
+        elif isinstance(generator, DiffusersGeneratorConfig):
+            for key in ("model", "unet", "prior"):
+                value = getattr(generator, key)
+                # A value that looks like a path (starts with . or / or ~) must exist; hub ids are checked
+                # when the generate stage loads them, before any image is made.
+                if value and value.startswith((".", "/", "~")):
+                    local = check(f"generators[{i}].{key}", Path(value).expanduser())
+                    generator = generator.model_copy(update={key: str(local)})
+        generators.append(generator)
+    updates["generators"] = tuple(generators)
+    if config.encode.sae is not None:
+        updates["encode"] = config.encode.model_copy(update={"sae": check("encode.sae", config.encode.sae)})
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return config.model_copy(update=updates)
+
+
+def parse_config(data: dict, base: Path | None = None, origin: str = "config") -> RunConfig:
+    """Validate a config given as a dict; relative paths are resolved against ``base``."""
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{_format_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+        raise ConfigError(f"invalid config {origin}:\n  " + "\n  ".join(lines)) from None
+    return _resolve_paths(config, base or Path.cwd())
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML run config; raise ``ConfigError`` naming every bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_config(data, base=path.resolve().parent, origin=str(path))

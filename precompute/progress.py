@@ -1,0 +1,58 @@
+"""Progress bars with rate and ETA for every long step.
+
+Library code takes an optional ``advance(n)`` callable; the CLI passes one that drives
+a rich progress bar. Keeping the bar out of the library keeps it quiet in tests and
+usable from notebooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+Advance = Callable[[int], None]
+
+console = Console(stderr=True, soft_wrap=True)  # never break a path or message mid-line
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, with the unit the step counts (images, tokens, steps)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "it")
+        return Text(f"{speed:,.1f} {unit}/s" if speed else f"-- {unit}/s", style="progress.data.speed")
+
+
+@contextmanager
+def progress_bar(total: int | None, description: str, unit: str = "it") -> Iterator[Advance]:
+    """A progress bar showing count, rate and ETA; yields ``advance(n)``."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total, unit=unit)
+        yield lambda n=1: progress.advance(task, n)
+
+
+def quiet(_: int = 1) -> None:
+    """The ``advance`` of code run without a bar."""

@@ -1,0 +1,99 @@
+"""The last stage, build: write ``ATLAS/atlas.duckdb`` and the image files, atomically.
+
+Reads the finished outputs of the earlier stages from the work folder and publishes
+them as one atlas through ``AtlasBuilder`` (temp folder, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+from precompute.atlas.writer import AtlasBuilder
+from precompute.errors import AtlasError
+from precompute.config import PlantedGeneratorConfig, WorldSourceConfig
+from precompute.manifest import Manifest
+from precompute.stages.common import StageContext
+from precompute.stages.generate import GENERATOR_KINDS, IMAGES, generator_store
+from precompute.stages.sample import ANNOTATIONS, ITEMS, SKIPPED, sample_store
+
+
+def _stage_manifest(folder: Path) -> dict | None:
+    path = folder / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_build(ctx: StageContext, out: Path) -> dict:
+    """Publish the work folder's finished stage outputs as the atlas at ``out``."""
+    config = ctx.config
+    manifest = Manifest("build", str(out), {"out": str(out)})
+    sample = sample_store(ctx)
+    items = sample.read("items", ITEMS)
+    if items.num_rows == 0:
+        raise AtlasError(f"nothing to build: the sample stage has not run in {ctx.work}")
+    generators = [g for g in config.generators if g.kind in GENERATOR_KINDS]
+    for generator in generators:
+        if generator_store(ctx, generator).indices() != sample.indices():
+            raise AtlasError(f"generator {generator.name!r} has not finished: run the generate stage first")
+    with AtlasBuilder(out) as atlas:
+        db = atlas.db
+        atlas.set_info("config_digest", config.digest())
+        atlas.set_info("config", json.dumps(config.model_dump(mode="json"), sort_keys=True))
+        atlas.set_info("run_name", config.run.name)
+        db.register("sample_items", items)
+        db.execute("INSERT INTO items SELECT item_id, position, caption FROM sample_items")
+        db.execute("""INSERT INTO images SELECT 'real/' || item_id, item_id, 'real', 'images/real/' ||
+                      regexp_replace(path, '^images/', ''), width, height, NULL FROM sample_items""")
+        db.execute("INSERT INTO sources VALUES ('real', 'real', ?, ?, ?)",
+                   [f"real ({config.source.kind})", json.dumps(config.source.model_dump(mode="json")), items.num_rows])
+        atlas.link_tree(sample.folder / "images", "images/real")
+        annotations = {"real": sample.read("annotations", ANNOTATIONS)}
+        skipped = {"real": ("sample", sample.read("skipped", SKIPPED))}
+        document = _stage_manifest(sample.folder)
+        if document:
+            atlas.add_manifest(document)
+
+        for generator in generators:
+            store = generator_store(ctx, generator)
+            images = store.read("images", IMAGES)
+            db.register("gen_images", images)
+            db.execute("""INSERT INTO images SELECT ? || '/' || item_id, item_id, ?, 'images/' || ? || '/' ||
+                          regexp_replace(path, '^images/', ''), width, height, flag FROM gen_images""",
+                       [generator.name, generator.name, generator.name])
+            db.unregister("gen_images")
+            db.execute("INSERT INTO sources VALUES (?, ?, ?, ?, ?)",
+                       [generator.name, generator.kind, generator.name,
+                        json.dumps(generator.model_dump(mode="json")), images.num_rows])
+            atlas.link_tree(store.folder / "images", f"images/{generator.name}")
+            annotations[generator.name] = store.read("annotations", ANNOTATIONS)
+            skipped[generator.name] = ("generate", store.read("skipped", SKIPPED))
+            if isinstance(generator, PlantedGeneratorConfig):
+                for effect in generator.effects:
+                    db.execute("INSERT INTO planted_effects VALUES (?, ?, ?, ?, ?)",
+                               [generator.name, effect.concept, effect.effect, effect.rate, effect.replace_with])
+            document = _stage_manifest(store.folder)
+            if document:
+                atlas.add_manifest(document)
+
+        if isinstance(config.source, WorldSourceConfig):
+            from precompute.world import CONCEPTS, marginal_frequencies
+
+            frequencies = marginal_frequencies()
+            db.executemany("INSERT INTO world_concepts VALUES (?, ?, ?)",
+                           [[c.name, c.family, frequencies[c.name]] for c in CONCEPTS])
+        for source_id, table in annotations.items():
+            db.register("notes", table)
+            db.execute("INSERT INTO world_annotations SELECT ? || '/' || item_id, item_id, ?, concept FROM notes",
+                       [source_id, source_id])
+            db.unregister("notes")
+        for source_id, (stage, table) in skipped.items():
+            db.register("skips", table)
+            db.execute("INSERT INTO skipped SELECT ?, ?, item_id, reason, detail FROM skips", [stage, source_id])
+            db.unregister("skips")
+        manifest.counts.update(items=items.num_rows, generators=len(generators))
+        atlas.add_manifest(manifest.to_dict())
+        atlas.set_info("stages", json.dumps(["sample", "generate", "build"]))
+        atlas.commit()
+    return manifest.to_dict()

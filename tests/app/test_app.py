@@ -1,0 +1,60 @@
+"""The web app over a small world atlas: pages, JSON twins, images, and bad requests."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from precompute.errors import AtlasError
+
+
+@pytest.fixture(scope="module")
+def client(world_atlas):
+    with TestClient(create_app(Settings(atlas=world_atlas))) as test_client:
+        yield test_client
+
+
+def test_overview_page_shows_sources_stages_and_pairs(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.text
+    assert "test-world" in html and "planted-a" in html
+    assert "not available yet" not in html  # stage notes are phrased for the page
+    assert html.count('<figure class="pair">') == 24
+    assert "arrives with issue #3" in html  # the encode stage says it is not built yet
+
+
+def test_json_twin_matches_the_page_data(client):
+    data = client.get("/api/overview", params={"offset": 30, "limit": 5}).json()
+    assert data["n_items"] == 40
+    assert [p["position"] for p in data["pairs"]] == [30, 31, 32, 33, 34]
+    assert set(data["pairs"][0]["images"]) == {"real", "planted-a", "plain"}
+    assert {e["concept"] for e in data["planted_effects"]} == {"star", "shadow"}
+
+
+def test_images_are_served_and_confined_to_the_atlas(client):
+    path = client.get("/api/overview").json()["pairs"][0]["images"]["real"]["path"]
+    image = client.get("/" + path)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    for escape in ("/images/../atlas.duckdb", "/images/%2e%2e/atlas.duckdb", "/images/..%2fatlas.duckdb",
+                   "/images//etc/passwd", "/images/%2fetc%2fpasswd", "/images/real/nope.png"):
+        assert client.get(escape).status_code == 404, escape
+
+
+@pytest.mark.parametrize("params", [{"offset": -1}, {"limit": 0}, {"limit": 10_000}, {"offset": "x"}])
+def test_bad_parameters_are_422(client, params):
+    assert client.get("/api/overview", params=params).status_code == 422
+
+
+def test_world_ground_truth_endpoint(client):
+    rows = client.get("/api/world/frequencies").json()
+    shadow = {r["source_id"]: r["frequency"] for r in rows if r["concept"] == "shadow"}
+    assert shadow["planted-a"] == 1.0
+
+
+def test_a_folder_that_is_not_an_atlas_fails_with_the_reason(tmp_path):
+    with pytest.raises(AtlasError, match="not an atlas"):
+        with TestClient(create_app(Settings(atlas=tmp_path))):
+            pass

@@ -1,0 +1,67 @@
+"""The blindspot command line: help, clear errors, and the demo's build-then-reuse."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from app.cli import cli, demo_config_path
+
+COMMANDS = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "blindspot")
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output and len(result.output.splitlines()) > 5
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Through the console-script entry, as a user runs it (error handling included)."""
+    return subprocess.run([sys.executable, "-c", "from app.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_bad_config_is_one_clear_message_and_exit_2(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[source]\nkind = "world"\nsize = "huge"\n[[generators]]\nname = "x"\nkind = "planted"\n'
+                      'colour = "red"\n')
+    result = run_cli("precompute", str(config), "--out", str(tmp_path / "atlas"))
+    assert result.returncode == 2
+    assert "source.size" in result.stderr and "generators[0].colour: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "atlas").exists()
+
+
+def test_world_sample_writes_a_folder_source(tmp_path):
+    result = CliRunner().invoke(cli, ["world", "sample", "--n", "6", "--seed", "4", "--out", str(tmp_path / "w"),
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (tmp_path / "w" / "captions.jsonl").read_text().splitlines()]
+    assert len(lines) == 6
+    with Image.open(tmp_path / "w" / lines[0]["file"]) as image:
+        assert image.size == (64, 64)
+
+
+def test_demo_builds_once_then_reuses(tmp_path):
+    config = tmp_path / "demo.toml"
+    text = demo_config_path().read_text().replace("n_items = 2000", "n_items = 12")
+    config.write_text(text)
+    first = run_cli("demo", "--config", str(config), "--out", str(tmp_path / "atlas"), "--no-serve")
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "atlas" / "atlas.duckdb").is_file()
+    assert "not available yet" in first.stderr  # stages that do not exist are named
+    second = run_cli("demo", "--config", str(config), "--out", str(tmp_path / "atlas"), "--no-serve")
+    assert second.returncode == 0 and "reusing the atlas" in second.stderr
+
+
+def test_serve_refuses_a_folder_that_is_not_an_atlas(tmp_path):
+    result = run_cli("serve", str(tmp_path))
+    assert result.returncode == 2 and "not an atlas" in result.stderr
