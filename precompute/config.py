@@ -107,6 +107,16 @@ class PlantedEffectConfig(_Table):
     rate: float = Field(ge=0.0, le=1.0)
     replace_with: str | None = None
 
+    @model_validator(mode="after")
+    def _known_concepts(self) -> "PlantedEffectConfig":
+        from precompute.world import PlantedEffect
+
+        try:  # the world's own rules: known concept names, a replacement of the same family
+            PlantedEffect(self.effect, self.concept, self.rate, self.replace_with)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
 
 class _GeneratorBase(_Table):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="stable id of the generator")

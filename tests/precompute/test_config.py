@@ -80,6 +80,10 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     ('[source]\nkind = "paint"\n', "source"),
     ('[analysis]\nsuppressed_below = 0.9\nexaggerated_above = 0.1\n[source]\nkind = "world"\n', "must be below"),
     ('not toml at all = = =', "not valid TOML"),
+    ('[source]\nkind = "world"\n[[generators]]\nname = "g"\nkind = "planted"\n[[generators.effects]]\n'
+     'effect = "suppress"\nconcept = "strar"\nrate = 0.5\n', r"generators\[0\]\.effects\[0\].*strar.*star"),
+    ('[source]\nkind = "world"\n[[generators]]\nname = "g"\nkind = "planted"\n[[generators.effects]]\n'
+     'effect = "suppress"\nconcept = "star"\nrate = 0.5\nreplace_with = "red"\n', "same family"),
 ])
 def test_invalid_configs_fail_with_a_reason(tmp_path, text, needle):
     with pytest.raises(ConfigError, match=needle):

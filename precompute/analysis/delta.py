@@ -1,0 +1,146 @@
+"""Distribution-level analysis: energy difference delta per concept, with its uncertainty.
+
+Seed 001, section 3 and appendix D.3: ``E_real[k]`` and ``E_gen[k]`` are the mean
+energies of concept k over the real and generated sets, and
+``delta[k] = sigmoid((E_gen[k] - E_real[k]) / T)`` with T = 0.8. delta < 0.1 flags a
+suppressed blindspot, delta > 0.9 an exaggerated one. Each delta carries a paired
+bootstrap confidence interval (resampling items, so a real image and its generated
+counterpart stay together) or, as an option, the half-width of appendix K's McDiarmid
+bound; a concept whose interval contains 0.5 is not a significant difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import stats
+
+from precompute.errors import BlindspotError
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+@dataclass(frozen=True)
+class ConceptStats:
+    """Per-concept statistics of one generator against the real images (arrays of length K)."""
+
+    e_real: np.ndarray
+    e_gen: np.ndarray
+    delta: np.ndarray
+    relative_delta: np.ndarray
+    nu_real: np.ndarray  # share of real images where the concept fires
+    nu_gen: np.ndarray
+    suppressed: np.ndarray  # bool
+    exaggerated: np.ndarray  # bool
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+
+    @property
+    def significant(self) -> np.ndarray:
+        """True where the interval excludes 0.5 (E_gen differs from E_real)."""
+        return (self.ci_high < 0.5) | (self.ci_low > 0.5)
+
+
+def check_pair(real: sp.csr_array, generated: sp.csr_array) -> None:
+    """Refuse energy matrices that cannot be compared, naming the mismatch."""
+    if real.shape[0] == 0:
+        raise BlindspotError("no real images: the energy matrix of the real set is empty")
+    if generated.shape[0] == 0:
+        raise BlindspotError("the generator has no images: its energy matrix is empty")
+    if real.shape != generated.shape:
+        raise BlindspotError(f"real and generated energies must be paired: shapes {real.shape} vs {generated.shape}")
+    for name, matrix in (("real", real), ("generated", generated)):
+        if not np.all(np.isfinite(matrix.data)):
+            raise BlindspotError(f"the {name} energies contain NaN or infinite values")
+
+
+def column_means(matrix: sp.csr_array) -> np.ndarray:
+    return np.asarray(matrix.sum(axis=0)).ravel() / matrix.shape[0]
+
+
+def firing_frequency(matrix: sp.csr_array) -> np.ndarray:
+    """Share of rows (images) where each concept is non-zero."""
+    positive = matrix.copy()
+    positive.data = (positive.data > 0).astype(np.float32)
+    return column_means(positive)
+
+
+def bootstrap_delta(real: sp.csr_array, generated: sp.csr_array, temperature: float, resamples: int,
+                    seed: int = 0, level: float = 0.95, chunk: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of delta under a paired bootstrap over items.
+
+    A resample is a multinomial weight vector over the n items, so the resampled mean
+    difference of every concept at once is ``w @ (G - R) / n``: one sparse-dense
+    product per chunk of resamples, never a Python loop over concepts.
+    """
+    n, k = real.shape
+    difference = (generated - real).tocsc().T.tocsr()  # (K, n) so the product is K x chunk
+    rng = np.random.default_rng(seed)
+    deltas = np.empty((resamples, k), dtype=np.float32)
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float32).T  # (n, size)
+        means = (difference @ weights).T / n  # (size, K)
+        deltas[start:start + size] = sigmoid(means / temperature)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(deltas, [tail, 1.0 - tail], axis=0)
+    return low, high
+
+
+def mcdiarmid_halfwidth(real: sp.csr_array, generated: sp.csr_array, temperature: float,
+                        level: float = 0.95) -> np.ndarray:
+    """Half-width epsilon of appendix K's bound at confidence ``level``, per concept.
+
+    Theorem 4: P(|delta_hat - delta| > eps) <= 2 exp(-2 n eps^2 / L^2) with L = M / 4
+    for energies in [a, b], M = b - a. With the temperature the sigmoid is
+    1/(4T)-Lipschitz, so L = M / (4T). Solving for eps at failure probability
+    1 - level gives eps = L sqrt(ln(2 / (1 - level)) / (2 n)).
+    """
+    n = real.shape[0]
+    both = sp.vstack([real, generated]).tocsc()
+    high = np.asarray(both.max(axis=0).todense()).ravel()
+    low = np.minimum(np.asarray(both.min(axis=0).todense()).ravel(), 0.0)
+    lipschitz = (high - low) / (4.0 * temperature)
+    return lipschitz * np.sqrt(np.log(2.0 / (1.0 - level)) / (2.0 * n))
+
+
+def concept_stats(real: sp.csr_array, generated: sp.csr_array, *, temperature: float = 0.8,
+                  suppressed_below: float = 0.1, exaggerated_above: float = 0.9,
+                  uncertainty: str = "bootstrap", resamples: int = 1000, seed: int = 0) -> ConceptStats:
+    """All per-concept statistics of one generator against the real set."""
+    check_pair(real, generated)
+    e_real, e_gen = column_means(real), column_means(generated)
+    delta = sigmoid((e_gen - e_real) / temperature)
+    total = e_gen + e_real
+    relative = np.divide(e_gen - e_real, total, out=np.zeros_like(total), where=total > 0)
+    if uncertainty == "bootstrap" and resamples > 0:
+        low, high = bootstrap_delta(real, generated, temperature, resamples, seed)
+    elif uncertainty in ("bootstrap", "mcdiarmid"):
+        half = mcdiarmid_halfwidth(real, generated, temperature)
+        low, high = np.clip(delta - half, 0, 1), np.clip(delta + half, 0, 1)
+    else:
+        raise BlindspotError(f"uncertainty must be 'bootstrap' or 'mcdiarmid', got {uncertainty!r}")
+    return ConceptStats(
+        e_real=e_real, e_gen=e_gen, delta=delta, relative_delta=relative,
+        nu_real=firing_frequency(real), nu_gen=firing_frequency(generated),
+        suppressed=delta < suppressed_below, exaggerated=delta > exaggerated_above,
+        ci_low=low.astype(np.float64), ci_high=high.astype(np.float64),
+    )
+
+
+def delta_histogram(delta: np.ndarray, bins: int = 100) -> dict:
+    """Appendix D.3: counts of delta in ``bins`` equal bins over [0, 1] (plotted on a log scale), with skewness."""
+    counts, edges = np.histogram(delta, bins=bins, range=(0.0, 1.0))
+    return {"counts": counts.tolist(), "edges": edges.tolist(), "skewness": float(stats.skew(delta))}
+
+
+def pearson_matrix(deltas: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Pearson r of delta between every pair of generators (seed 001, section 4.2)."""
+    names = sorted(deltas)
+    if len(names) < 2:
+        return names, np.ones((len(names), len(names)))
+    return names, np.corrcoef(np.stack([deltas[name] for name in names]))
