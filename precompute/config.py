@@ -182,15 +182,26 @@ GeneratorConfig = Annotated[
 
 
 class EncodeConfig(_Table):
-    """The output lens: energy model and SAE (used from the encode stage on)."""
+    """The output lens: energy model and SAE (the train and encode stages).
+
+    Defaults follow seed 001 appendix F.1: DINOv2-with-registers tokens, a Relaxed
+    Archetypal SAE of 32,000 concepts with top-k 5, AdamW with warm-up and cosine decay.
+    """
 
     energy_model: str = Field("facebook/dinov2-with-registers-base", description="hub id, local path, or 'world'")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["fp16", "bf16", "fp32"] = "fp32"
+    batch_size: int = Field(64, ge=1)
     sae: Path | None = Field(None, description="SAE folder (config.json + safetensors); trained when unset")
+    sae_variant: Literal["rasae", "topk", "batchtopk", "matryoshka"] = "rasae"
     n_concepts: int = Field(32_000, gt=0)
     k: int = Field(5, gt=0)
-    patch_tokens_only: bool = False
-    batch_size: int = Field(64, ge=1)
-    dtype: Literal["fp16", "bf16", "fp32"] = "fp32"
+    train_tokens: int = Field(2_000_000, gt=0, description="real-image tokens sampled to train the SAE")
+    train_epochs: float = Field(10.0, gt=0)
+    train_batch_size: int = Field(4096, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    patch_tokens_only: bool = Field(False, description="energy = sum over patch tokens only (default: all tokens)")
+    exemplars: int = Field(8, ge=1, le=64, description="top images kept per concept and side")
 
 
 class AnalysisConfig(_Table):

@@ -30,13 +30,15 @@ class StageInfo:
     note: str = ""
 
 
+# DESIGN.md lists encode before train; here the output-lens SAE is trained (on real-image
+# tokens) before the encode stage uses it, so train comes first.
 STAGES: tuple[StageInfo, ...] = (
     StageInfo("sample", "real image-caption pairs from the data source", True),
     StageInfo("generate", "one image per caption for each generator", True,
               "planted world generators run; diffusers and the trained world model arrive with issue #4"),
-    StageInfo("encode", "energy-model tokens -> SAE codes -> per-image energies", False, "arrives with issue #3"),
-    StageInfo("train", "SAEs where none is given", False, "arrives with issues #3 and #5"),
-    StageInfo("analyze", "delta, blindspots, datapoints, co-occurrence, UMAP", False, "arrives with issue #3"),
+    StageInfo("train", "the output-lens SAE on real-image tokens, unless the config gives one", True),
+    StageInfo("encode", "energy-model tokens -> SAE codes -> per-image energies, exemplars, co-occurrence", True),
+    StageInfo("analyze", "delta, blindspots, datapoints, co-occurrence spectra, UMAP, labels", True),
     StageInfo("build", "write the atlas atomically", True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -94,9 +96,12 @@ def run_pipeline(
     shard_size: int = SHARD_SIZE,
 ) -> PipelineReport:
     """Run the chosen stages (default: all) of ``config`` and publish the atlas at ``out``."""
+    from precompute.stages.analyze import run_analyze
     from precompute.stages.build import run_build
+    from precompute.stages.encode import run_encode
     from precompute.stages.generate import run_generate
     from precompute.stages.sample import run_sample
+    from precompute.stages.train import run_train
 
     chosen = parse_stages(stages)
     ctx = StageContext(config=config, work=Path(work) if work else default_work_dir(out), progress=progress,
@@ -104,6 +109,7 @@ def run_pipeline(
     ctx.work.mkdir(parents=True, exist_ok=True)
     (ctx.work / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True))
     report = PipelineReport()
+    lens = None  # the output lens (energy model + SAE), loaded once for encode and analyze
     for stage in STAGES:
         if stage.name not in chosen:
             continue
@@ -120,6 +126,20 @@ def run_pipeline(
             for note in notes:
                 say(note)
             report.notes.extend(notes)
+        elif stage.name == "train":
+            trained = run_train(ctx)
+            if trained is None:
+                say("using the SAE the config names")
+            else:
+                report.manifests.append(trained)
+        elif stage.name in ("encode", "analyze"):
+            from precompute.stages.encode import Lens
+
+            lens = lens or Lens(ctx)
+            if stage.name == "encode":
+                report.manifests.extend(run_encode(ctx, lens))
+            else:
+                report.manifests.append(run_analyze(ctx, lens))
         elif stage.name == "build":
             report.manifests.append(run_build(ctx, Path(out)))
         report.ran.append(stage.name)

@@ -42,3 +42,17 @@ def build_atlas(out: Path, config: RunConfig | None = None, **kw) -> Path:
 def world_atlas(tmp_path_factory) -> Path:
     """A small world atlas shared by read-side tests (never modified by them)."""
     return build_atlas(tmp_path_factory.mktemp("atlas") / "atlas")
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2(tmp_path_factory) -> Path:
+    """A tiny random-weight DINOv2-with-registers saved to a local folder (the real class and code path)."""
+    import torch
+    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    torch.manual_seed(0)
+    config = Dinov2WithRegistersConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64, patch_size=14, image_size=224, num_register_tokens=4)
+    folder = tmp_path_factory.mktemp("models") / "tiny-dinov2"
+    Dinov2WithRegistersModel(config).eval().save_pretrained(folder)
+    return folder

@@ -63,6 +63,78 @@ TABLES: dict[str, str] = {
         reason TEXT NOT NULL,
         detail TEXT NOT NULL
     )""",
+    # --- the output lens (train, encode, analyze stages) ---
+    # One row per SAE concept: its label, UMAP position (one layout for all models) and dead flag.
+    "concepts": """CREATE TABLE concepts (
+        concept INTEGER PRIMARY KEY,
+        label TEXT NOT NULL,           -- caption words, else the matched world concept, else '#<id>'
+        caption_words TEXT NOT NULL,   -- the caption words most associated with the concept
+        world_concept TEXT,            -- embedded world only: the world concept it detects best ...
+        world_auroc DOUBLE,            -- ... and how well (AUROC on the real images)
+        umap_x REAL NOT NULL,
+        umap_y REAL NOT NULL,
+        is_dead BOOLEAN NOT NULL       -- never fires on any image of the atlas
+    )""",
+    # Per-image sparse energies: the sum of a concept's SAE codes over the image's tokens, non-zeros only.
+    "energies": """CREATE TABLE energies (
+        image_id TEXT NOT NULL,
+        source_id TEXT NOT NULL,
+        concept INTEGER NOT NULL,
+        energy REAL NOT NULL
+    )""",
+    # Per (generator, concept): the blindspot statistics against the real images (seed 001, section 3).
+    "concept_stats": """CREATE TABLE concept_stats (
+        source_id TEXT NOT NULL,
+        concept INTEGER NOT NULL,
+        e_real DOUBLE NOT NULL,        -- mean energy over the real images
+        e_gen DOUBLE NOT NULL,         -- mean energy over the generator's images
+        delta DOUBLE NOT NULL,         -- sigmoid((e_gen - e_real) / T)
+        relative_delta DOUBLE NOT NULL,-- (e_gen - e_real) / (e_gen + e_real)
+        nu_real DOUBLE NOT NULL,       -- share of real images where the concept fires
+        nu_gen DOUBLE NOT NULL,
+        suppressed BOOLEAN NOT NULL,   -- delta below the suppressed threshold (0.1)
+        exaggerated BOOLEAN NOT NULL,  -- delta above the exaggerated threshold (0.9)
+        ci_low DOUBLE NOT NULL,        -- 95% interval of delta (paired bootstrap, or appendix K's bound)
+        ci_high DOUBLE NOT NULL,
+        significant BOOLEAN NOT NULL,  -- the interval excludes 0.5
+        delta_sharp DOUBLE NOT NULL,   -- delta at T = 0.4 (the paper's frequency-vs-delta plot)
+        PRIMARY KEY (source_id, concept)
+    )""",
+    "delta_histograms": """CREATE TABLE delta_histograms (
+        source_id TEXT NOT NULL, bin INTEGER NOT NULL, low DOUBLE NOT NULL, high DOUBLE NOT NULL, count BIGINT NOT NULL
+    )""",
+    "source_summary": """CREATE TABLE source_summary (
+        source_id TEXT PRIMARY KEY, skewness DOUBLE, n_suppressed INTEGER, n_exaggerated INTEGER, n_significant INTEGER
+    )""",
+    # Pearson r of delta between every pair of generators.
+    "model_correlations": """CREATE TABLE model_correlations (
+        source_a TEXT NOT NULL, source_b TEXT NOT NULL, pearson DOUBLE
+    )""",
+    # Per (generator, item): L2 distance of the pair's energy vectors (low: memorization, high: divergence)
+    # and section 4.5's mean sigmoid of the element-wise differences.
+    "datapoints": """CREATE TABLE datapoints (
+        source_id TEXT NOT NULL, item_id TEXT NOT NULL, l2 DOUBLE NOT NULL, mean_sigmoid DOUBLE NOT NULL
+    )""",
+    # Co-occurrence Z^T Z (appendix H): l0 after thresholding at epsilon, top eigenvalues, and the
+    # |cosine| between the real set's and each generator's top eigenvectors.
+    "cooccurrence_l0": "CREATE TABLE cooccurrence_l0 (source_id TEXT NOT NULL, epsilon DOUBLE NOT NULL, l0 BIGINT NOT NULL)",
+    "cooccurrence_spectrum": """CREATE TABLE cooccurrence_spectrum (
+        source_id TEXT NOT NULL, rank INTEGER NOT NULL, eigenvalue DOUBLE NOT NULL
+    )""",
+    "eigenvector_alignment": """CREATE TABLE eigenvector_alignment (
+        source_id TEXT NOT NULL, real_rank INTEGER NOT NULL, gen_rank INTEGER NOT NULL, cosine DOUBLE NOT NULL
+    )""",
+    # Top images per concept and source by mean code over patch tokens.
+    "exemplars": """CREATE TABLE exemplars (
+        source_id TEXT NOT NULL, concept INTEGER NOT NULL, rank INTEGER NOT NULL, item_id TEXT NOT NULL,
+        score DOUBLE NOT NULL
+    )""",
+    # Token maps of exemplars (and of the best exemplar's counterparts): uint8 row-major patch grid
+    # scaled to [0, 255]; multiply by scale / 255 for the code values.
+    "heatmaps": """CREATE TABLE heatmaps (
+        source_id TEXT NOT NULL, concept INTEGER NOT NULL, item_id TEXT NOT NULL,
+        grid_rows INTEGER NOT NULL, grid_cols INTEGER NOT NULL, scale REAL NOT NULL, heatmap BLOB NOT NULL
+    )""",
     # The manifest of every stage run that fed this atlas (config, versions, counts, time, skips).
     "manifests": """CREATE TABLE manifests (
         stage TEXT NOT NULL,

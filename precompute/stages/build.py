@@ -92,8 +92,56 @@ def run_build(ctx: StageContext, out: Path) -> dict:
             db.register("skips", table)
             db.execute("INSERT INTO skipped SELECT ?, ?, item_id, reason, detail FROM skips", [stage, source_id])
             db.unregister("skips")
+        stages = ["sample", "generate"]
+        if _add_output_lens(ctx, atlas):
+            stages += ["train", "encode", "analyze"]
         manifest.counts.update(items=items.num_rows, generators=len(generators))
         atlas.add_manifest(manifest.to_dict())
-        atlas.set_info("stages", json.dumps(["sample", "generate", "build"]))
+        atlas.set_info("stages", json.dumps(stages + ["build"]))
         atlas.commit()
     return manifest.to_dict()
+
+
+def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
+    """Load the encode and analyze outputs when they are current for this config; say whether they were."""
+    from precompute.stages.analyze import analysis_is_current, analyze_dir
+    from precompute.stages.encode import encode_store
+
+    info_path = analyze_dir(ctx) / "info.json"
+    if not info_path.is_file():
+        return False
+    info = json.loads(info_path.read_text())
+    if not analysis_is_current(ctx, info["lens"]):
+        return False
+    db, folder = atlas.db, analyze_dir(ctx)
+
+    def parquet(name: str) -> str:
+        return str(folder / f"{name}.parquet")
+
+    db.execute("""INSERT INTO concepts SELECT concept, label, caption_words, world_concept,
+                  CASE WHEN isnan(world_auroc) THEN NULL ELSE world_auroc END, umap_x, umap_y, is_dead
+                  FROM read_parquet(?)""", [parquet("concepts")])
+    db.execute("INSERT INTO concept_stats SELECT * FROM read_parquet(?)", [parquet("concept_stats")])
+    for table in ("delta_histograms", "source_summary", "model_correlations", "cooccurrence_l0",
+                  "cooccurrence_spectrum", "eigenvector_alignment"):
+        db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [parquet(table)])
+    db.execute("""INSERT INTO datapoints SELECT d.source_id, i.item_id, d.l2, d.mean_sigmoid
+                  FROM read_parquet(?) d JOIN items i ON i.position = d.position""", [parquet("datapoints")])
+    for source_id in [r[0] for r in db.execute("SELECT source_id FROM sources").fetchall()]:
+        shards = str(encode_store(ctx, info["lens"], source_id).folder / "shards" / "*.energies.parquet")
+        db.execute("""INSERT INTO energies SELECT ? || '/' || i.item_id, ?, e.concept, e.energy
+                      FROM read_parquet(?) e JOIN items i ON i.position = e.position""",
+                   [source_id, source_id, shards])
+        from precompute.stages.encode import exemplar_table
+
+        db.register("best", exemplar_table(ctx, info["lens"], source_id, ctx.config.encode.exemplars))
+        db.execute("""INSERT INTO exemplars SELECT ?, b.concept, b.rank, i.item_id, b.score
+                      FROM best b JOIN items i ON i.position = b.position""", [source_id])
+        db.unregister("best")
+    rows, cols = info["grid"]
+    db.execute("""INSERT INTO heatmaps SELECT m.source_id, m.concept, i.item_id, ?, ?, m.scale, m.heatmap
+                  FROM read_parquet(?) m JOIN items i ON i.position = m.position""",
+               [rows, cols, str(ctx.work / "encode" / f"maps-{info['lens']}.parquet")])
+    document = json.loads((folder / "manifest.json").read_text())
+    atlas.add_manifest(document)
+    return True

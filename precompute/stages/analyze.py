@@ -1,0 +1,207 @@
+"""Stage analyze: every analysis of the blindspots paper, from the encode stage's outputs.
+
+Per generator against the real set: delta with its interval, relative delta, flags,
+firing frequencies, the delta histogram with skewness, datapoint scores, and the
+co-occurrence spectra; across generators: the Pearson matrix of delta; for the
+concepts: a UMAP of the dictionary atoms (one layout for all models), caption-word
+labels and, for the embedded world, the world concept each SAE concept detects best.
+Results are Parquet/JSON files in ``WORK/analyze`` that the build stage loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from precompute.analysis.cooccurrence import eigenvector_alignment, epsilon_grid, l0_curve, top_eigen
+from precompute.analysis.datapoints import datapoint_scores
+from precompute.analysis.delta import concept_stats, delta_histogram, pearson_matrix, sigmoid
+from precompute.analysis.labels import auroc_matrix, caption_words
+from precompute.config import WorldSourceConfig
+from precompute.errors import BlindspotError
+from precompute.fileio import write_text_atomic
+from precompute.manifest import Manifest
+from precompute.stages.common import StageContext, digest_of
+from precompute.stages.encode import ENERGIES, Lens, cooccurrence, encode_store
+from precompute.stages.sample import ANNOTATIONS, ITEMS, sample_store
+
+# Seed 001 appendix D, section 4.6: frequency vs delta uses a sharper sigmoid (T = 0.4).
+FREQUENCY_TEMPERATURE = 0.4
+EIGENVECTORS = 100
+
+
+def analyze_dir(ctx: StageContext) -> Path:
+    return ctx.work / "analyze"
+
+
+def energy_matrix(ctx: StageContext, lens_digest: str, source_id: str, n_items: int, n_concepts: int) -> sp.csr_array:
+    """A set's energies as a CSR (n_items, K), row i = sample position i."""
+    table = encode_store(ctx, lens_digest, source_id).read("energies", ENERGIES)
+    rows = table.column("position").to_numpy()
+    cols = table.column("concept").to_numpy()
+    values = table.column("energy").to_numpy()
+    return sp.csr_array((values.astype(np.float64), (rows, cols)), shape=(n_items, n_concepts))
+
+
+def _write(folder: Path, name: str, table: pa.Table) -> None:
+    temp = folder / f".{name}.part"
+    pq.write_table(table, temp)
+    temp.replace(folder / f"{name}.parquet")
+
+
+def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
+    """Compute every analysis and write it to ``WORK/analyze``; return the manifest."""
+    from precompute.stages.images import image_sets
+
+    config, analysis = ctx.config, ctx.config.analysis
+    lens = lens or Lens(ctx)
+    folder = analyze_dir(ctx)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest("analyze", "all", analysis.model_dump(mode="json"))
+    items = sample_store(ctx).read("items", ITEMS)
+    n_items, n_concepts = items.num_rows, lens.n_concepts
+    sets = [s.source_id for s in image_sets(ctx)]
+    generators = [s for s in sets if s != "real"]
+    if not generators:
+        raise BlindspotError("nothing to analyze: no generator has finished the generate stage")
+    matrices = {s: energy_matrix(ctx, lens.digest, s, n_items, n_concepts) for s in sets}
+    real = matrices["real"]
+
+    stats_tables, histogram_rows, summary_rows, datapoint_tables = [], [], [], []
+    deltas = {}
+    for name in generators:
+        stats = concept_stats(real, matrices[name], temperature=analysis.temperature,
+                              suppressed_below=analysis.suppressed_below, exaggerated_above=analysis.exaggerated_above,
+                              resamples=analysis.bootstrap, seed=config.run.seed)
+        deltas[name] = stats.delta
+        stats_tables.append(pa.table({
+            "source_id": [name] * n_concepts, "concept": np.arange(n_concepts, dtype=np.int32),
+            "e_real": stats.e_real, "e_gen": stats.e_gen, "delta": stats.delta,
+            "relative_delta": stats.relative_delta, "nu_real": stats.nu_real, "nu_gen": stats.nu_gen,
+            "suppressed": stats.suppressed, "exaggerated": stats.exaggerated,
+            "ci_low": stats.ci_low, "ci_high": stats.ci_high, "significant": stats.significant,
+            "delta_sharp": sigmoid((stats.e_gen - stats.e_real) / FREQUENCY_TEMPERATURE),
+        }))
+        histogram = delta_histogram(stats.delta)
+        edges = histogram["edges"]
+        histogram_rows += [{"source_id": name, "bin": i, "low": edges[i], "high": edges[i + 1], "count": c}
+                           for i, c in enumerate(histogram["counts"])]
+        summary_rows.append({"source_id": name, "skewness": histogram["skewness"],
+                             "n_suppressed": int(stats.suppressed.sum()),
+                             "n_exaggerated": int(stats.exaggerated.sum()),
+                             "n_significant": int(stats.significant.sum())})
+        scores = datapoint_scores(real, matrices[name], analysis.temperature)
+        datapoint_tables.append(pa.table({"source_id": [name] * n_items, "position": np.arange(n_items),
+                                          "l2": scores["l2"], "mean_sigmoid": scores["mean_sigmoid"]}))
+        manifest.counts[f"{name}.suppressed"] = int(stats.suppressed.sum())
+        manifest.counts[f"{name}.exaggerated"] = int(stats.exaggerated.sum())
+    _write(folder, "concept_stats", pa.concat_tables(stats_tables))
+    _write(folder, "delta_histograms", pa.Table.from_pylist(histogram_rows))
+    _write(folder, "source_summary", pa.Table.from_pylist(summary_rows))
+    _write(folder, "datapoints", pa.concat_tables(datapoint_tables))
+    names, pearson = pearson_matrix(deltas)
+    _write(folder, "model_correlations", pa.Table.from_pylist(
+        [{"source_a": a, "source_b": b, "pearson": float(pearson[i, j])}
+         for i, a in enumerate(names) for j, b in enumerate(names)]))
+
+    _cooccurrence(ctx, lens, sets, folder)
+    fired = np.zeros(n_concepts, dtype=bool)
+    for matrix in matrices.values():
+        fired |= np.asarray((matrix != 0).sum(axis=0)).ravel() > 0
+    concepts = _concepts(ctx, lens, real, items.column("caption").to_pylist(), fired)
+    _write(folder, "concepts", concepts)
+    manifest.counts.update(concepts=n_concepts, dead=int((~fired).sum()), generators=len(generators))
+    document = manifest.finish(folder / "manifest.json")
+    write_text_atomic(folder / "info.json", json.dumps({"digest": analysis_digest(ctx, lens.digest),
+                                                         "lens": lens.digest, "grid": list(lens.model.grid)}))
+    return document
+
+
+def _cooccurrence(ctx: StageContext, lens: Lens, sets: list[str], folder: Path) -> None:
+    """Appendix H: thresholded l0 against epsilon, top eigenvalues, eigenvector alignment with real."""
+    curves, spectra, alignments = [], [], []
+    matrices = {}
+    for name in sets:
+        total, tokens = cooccurrence(ctx, lens.digest, name)
+        matrices[name] = total / max(tokens, 1)
+    epsilons = epsilon_grid(matrices["real"])
+    vectors = {}
+    for name, matrix in matrices.items():
+        curves += [{"source_id": name, "epsilon": float(e), "l0": int(n)}
+                   for e, n in zip(epsilons, l0_curve(matrix, epsilons))]
+        values, vectors[name] = top_eigen(matrix, EIGENVECTORS)
+        spectra += [{"source_id": name, "rank": i, "eigenvalue": float(v)} for i, v in enumerate(values)]
+    for name in sets:
+        if name == "real":
+            continue
+        cosine = eigenvector_alignment(vectors["real"], vectors[name])
+        i, j = np.indices(cosine.shape)
+        alignments.append(pa.table({"source_id": [name] * cosine.size, "real_rank": i.ravel(),
+                                    "gen_rank": j.ravel(), "cosine": cosine.ravel()}))
+    _write(folder, "cooccurrence_l0", pa.Table.from_pylist(curves))
+    _write(folder, "cooccurrence_spectrum", pa.Table.from_pylist(spectra))
+    _write(folder, "eigenvector_alignment", pa.concat_tables(alignments))
+
+
+def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[str], fired: np.ndarray) -> pa.Table:
+    """One row per SAE concept: UMAP position, dead flag, labels."""
+    n_concepts = lens.n_concepts
+    xy = umap_layout(lens.sae.dictionary.detach().float().cpu().numpy(), seed=ctx.config.run.seed)
+    words, _ = caption_words(real, captions)
+    columns = {
+        "concept": np.arange(n_concepts, dtype=np.int32), "umap_x": xy[:, 0], "umap_y": xy[:, 1],
+        "is_dead": ~fired, "caption_words": [", ".join(w for w, _ in top) for top in words],
+        "world_concept": [None] * n_concepts, "world_auroc": np.full(n_concepts, np.nan),
+    }
+    if isinstance(ctx.config.source, WorldSourceConfig):
+        names, auc = world_auroc(ctx, real)
+        best = auc.argmax(axis=1)
+        columns["world_concept"] = [names[b] for b in best]
+        columns["world_auroc"] = auc[np.arange(n_concepts), best]
+    labels = [w if w else (f"#{k}" if c is None else c) for k, (w, c) in
+              enumerate(zip(columns["caption_words"], columns["world_concept"]))]
+    columns["label"] = labels
+    return pa.table(columns)
+
+
+def world_auroc(ctx: StageContext, real: sp.csr_array) -> tuple[list[str], np.ndarray]:
+    """AUROC of every SAE concept's energy for every world concept, on the real images."""
+    from precompute.world import CONCEPTS
+
+    names = [c.name for c in CONCEPTS]
+    column = {n: i for i, n in enumerate(names)}
+    sample = sample_store(ctx)
+    items = sample.read("items", ITEMS)
+    position = dict(zip(items.column("item_id").to_pylist(), items.column("position").to_pylist()))
+    notes = sample.read("annotations", ANNOTATIONS)
+    truth = np.zeros((real.shape[0], len(names)), dtype=bool)
+    truth[[position[i] for i in notes.column("item_id").to_pylist()],
+          [column[c] for c in notes.column("concept").to_pylist()]] = True
+    return names, auroc_matrix(real.toarray(), truth)
+
+
+def umap_layout(atoms: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A 2-D UMAP of the dictionary atoms (cosine metric), one layout shared by all models."""
+    import umap
+
+    if atoms.shape[0] < 4:
+        return np.zeros((atoms.shape[0], 2), dtype=np.float32)
+    reducer = umap.UMAP(n_neighbors=min(15, atoms.shape[0] - 1), min_dist=0.1, metric="cosine",
+                        random_state=seed, n_jobs=1)
+    return reducer.fit_transform(atoms).astype(np.float32)
+
+
+def analysis_digest(ctx: StageContext, lens_digest: str) -> str:
+    """What the analysis outputs were computed from: the build stage loads them only if it matches."""
+    return digest_of(ctx.sample_digest(), lens_digest, ctx.config.analysis.model_dump(mode="json"),
+                     [g.model_dump(mode="json") for g in ctx.config.generators])
+
+
+def analysis_is_current(ctx: StageContext, lens_digest: str) -> bool:
+    info = analyze_dir(ctx) / "info.json"
+    return info.is_file() and json.loads(info.read_text()).get("digest") == analysis_digest(ctx, lens_digest)

@@ -1,0 +1,208 @@
+"""Stage encode (output lens): images -> energy-model tokens -> SAE codes -> sparse energies.
+
+Per image set (real, then each generator) and per sample shard it stores:
+
+- ``energies``: (position, concept, energy) non-zeros, where the energy of concept k in
+  an image is the sum of its SAE codes over the image's tokens (all tokens, as the
+  paper's code does; patch tokens only with ``encode.patch_tokens_only``);
+- ``candidates``: the shard's top images per concept by mean code over patch tokens
+  (the global exemplars are among the union of the shards' candidates);
+- ``cooc.npz``: the shard's sparse Z^T Z over token codes, and its token count.
+
+Then ``exemplars``: the global top images per concept and side, with their token maps
+(and, for the best one of each side, its counterparts' maps) as heatmaps. Codes are
+never held densely for more than a chunk of tokens, and never as a K x K matrix.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import torch
+
+from precompute.analysis.cooccurrence import Cooccurrence
+from precompute.errors import ConfigError
+from precompute.manifest import Manifest
+from precompute.stages.common import StageContext, digest_of
+from precompute.stages.images import ImageSet, image_sets
+from precompute.stages.shards import ShardStore
+from precompute.stages.train import load_images, resolve_device, sae_path
+
+ENERGIES = pa.schema([("position", pa.int64()), ("concept", pa.int32()), ("energy", pa.float32())])
+CANDIDATES = pa.schema([("concept", pa.int32()), ("position", pa.int64()), ("score", pa.float32())])
+MAPS = pa.schema([
+    ("source_id", pa.string()), ("concept", pa.int32()), ("position", pa.int64()),
+    ("scale", pa.float32()), ("heatmap", pa.binary()),
+])
+CODE_CHUNK = 2 ** 24  # codes held densely at once (tokens x concepts), about 64 MB of float32
+
+
+class Lens:
+    """The output lens: an energy model and an SAE, checked against each other once."""
+
+    def __init__(self, ctx: StageContext):
+        from transformers.utils import logging as transformers_logging
+
+        from precompute.encoders import load_energy_model
+        from precompute.sae import load_sae
+
+        transformers_logging.disable_progress_bar()  # our own bars report the work
+        encode = ctx.config.encode
+        device = resolve_device(encode.device)
+        self.model = load_energy_model(encode.energy_model, device=device, dtype=encode.dtype)
+        path = sae_path(ctx)
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"no output-lens SAE at {path}: give encode.sae or run the train stage first")
+        self.sae = load_sae(path, device=device).eval()
+        if self.sae.input_dim != self.model.dim:
+            raise ConfigError(f"the SAE at {path} takes tokens of dimension {self.sae.input_dim}, but the energy "
+                              f"model {encode.energy_model!r} gives tokens of dimension {self.model.dim}")
+        self.patch_mask = self.model.patch_mask
+        self.patch_only = encode.patch_tokens_only
+        self.batch_size = encode.batch_size
+        self.digest = digest_of(encode.energy_model, str(path), (path / "config.json").read_text(), self.patch_only)
+
+    @property
+    def n_concepts(self) -> int:
+        return self.sae.n_concepts
+
+    def codes(self, paths: list[Path]):
+        """Yield (first image index, codes (b, tokens, K) float32 on CPU) over ``paths`` in small chunks."""
+        per_image = max(1, CODE_CHUNK // (self.model.n_tokens * self.n_concepts))
+        for start in range(0, len(paths), self.batch_size):
+            tokens = self.model.encode(load_images(paths[start:start + self.batch_size])).tokens
+            for offset in range(0, tokens.shape[0], per_image):
+                chunk = tokens[offset:offset + per_image]
+                yield start + offset, self.sae.encode_codes(chunk.to(self.sae.W_enc.dtype)).float().cpu()
+
+
+def _shard_rows(image_set: ImageSet) -> dict[int, list[int]]:
+    rows: dict[int, list[int]] = defaultdict(list)
+    for index, shard in enumerate(image_set.shard_of):
+        rows[shard].append(index)
+    return rows
+
+
+def _encode_shard(lens: Lens, image_set: ImageSet, rows: list[int], keep: int):
+    positions = np.array([image_set.positions[i] for i in rows], dtype=np.int64)
+    paths = [image_set.paths[i] for i in rows]
+    energy = torch.zeros(len(rows), lens.n_concepts)
+    patch_mean = torch.zeros(len(rows), lens.n_concepts)
+    cooc = Cooccurrence(lens.n_concepts)
+    for first, codes in lens.codes(paths):
+        patches = codes[:, lens.patch_mask]
+        energy[first:first + codes.shape[0]] = (patches if lens.patch_only else codes).sum(1)
+        patch_mean[first:first + codes.shape[0]] = patches.mean(1)
+        flat = codes.reshape(-1, codes.shape[-1])
+        token, active = flat.nonzero(as_tuple=True)
+        cooc.add(sp.csr_array((flat[token, active].numpy(), (token.numpy(), active.numpy())), shape=tuple(flat.shape)))
+    image, concept = energy.nonzero(as_tuple=True)
+    energies = pa.table({"position": positions[image.numpy()], "concept": concept.int().numpy(),
+                         "energy": energy[image, concept].numpy()}, schema=ENERGIES)
+    scores, best = patch_mean.topk(min(keep, len(rows)), dim=0)  # (keep, K)
+    concept_ids = torch.arange(lens.n_concepts).expand_as(best)
+    live = scores > 0
+    candidates = pa.table({"concept": concept_ids[live].int().numpy(), "position": positions[best[live].numpy()],
+                           "score": scores[live].numpy()}, schema=CANDIDATES)
+    return energies, candidates, cooc
+
+
+def encode_store(ctx: StageContext, lens_digest: str, source_id: str) -> ShardStore:
+    return ShardStore(ctx.work / "encode" / source_id, digest_of(ctx.sample_digest(), lens_digest, source_id,
+                                                                 [g.model_dump(mode="json") for g in ctx.config.generators
+                                                                  if g.name == source_id]))
+
+
+def run_encode(ctx: StageContext, lens: Lens | None = None) -> list[dict]:
+    """Encode every image set; then pick exemplars and their heatmaps. Return the manifests."""
+    lens = lens or Lens(ctx)
+    keep = ctx.config.encode.exemplars
+    manifests = []
+    sets = image_sets(ctx)
+    for image_set in sets:
+        store = encode_store(ctx, lens.digest, image_set.source_id)
+        manifest = Manifest("encode", image_set.source_id, {"lens": lens.digest, **ctx.config.encode.model_dump(
+            mode="json")})
+        with ctx.progress(len(image_set.paths), f"encode {image_set.source_id}", "img") as advance:
+            for shard, rows in sorted(_shard_rows(image_set).items()):
+                if store.finished(shard) is not None:
+                    advance(len(rows))
+                    continue
+                energies, candidates, cooc = _encode_shard(lens, image_set, rows, keep)
+                matrix = cooc.matrix() * cooc.tokens  # store the raw sum; shards add up exactly
+                sp.save_npz(store.folder / "shards" / f"{shard:05d}.cooc.npz", sp.coo_matrix(matrix))
+                store.write(shard, {"energies": energies, "candidates": candidates},
+                            {"n_images": len(rows), "tokens": cooc.tokens})
+                advance(len(rows))
+        manifest.counts.update(images=len(image_set.paths), concepts=lens.n_concepts,
+                               nonzero_energies=store.read("energies", ENERGIES).num_rows)
+        manifests.append(manifest.finish(store.folder / "manifest.json"))
+    _exemplar_maps(ctx, lens, sets, keep)
+    return manifests
+
+
+def exemplar_table(ctx: StageContext, lens_digest: str, source_id: str, keep: int) -> pa.Table:
+    """The global top ``keep`` images per concept of one set: (concept, rank, position, score)."""
+    candidates = encode_store(ctx, lens_digest, source_id).read("candidates", CANDIDATES).to_pandas()
+    if candidates.empty:
+        return pa.table({"concept": [], "rank": [], "position": [], "score": []})
+    candidates = candidates.sort_values(["concept", "score", "position"], ascending=[True, False, True])
+    candidates["rank"] = candidates.groupby("concept").cumcount()
+    best = candidates[candidates["rank"] < keep]
+    return pa.Table.from_pandas(best[["concept", "rank", "position", "score"]], preserve_index=False)
+
+
+def cooccurrence(ctx: StageContext, lens_digest: str, source_id: str) -> tuple[sp.csr_array, int]:
+    """The set's Z^T Z summed over shards, and its token count."""
+    store = encode_store(ctx, lens_digest, source_id)
+    total, tokens = None, 0
+    for index, meta in zip(store.indices(), store.metas()):
+        part = sp.csr_array(sp.load_npz(store.folder / "shards" / f"{index:05d}.cooc.npz"))
+        total = part if total is None else total + part
+        tokens += meta["tokens"]
+    return total, tokens
+
+
+def _exemplar_maps(ctx: StageContext, lens: Lens, sets: list[ImageSet], keep: int) -> None:
+    """Token maps (patch grid) of each exemplar, and of the best exemplar's counterparts in every set."""
+    out = ctx.work / "encode" / f"maps-{lens.digest}.parquet"
+    if out.is_file():
+        return
+    wanted: dict[str, dict[int, set[int]]] = {s.source_id: defaultdict(set) for s in sets}
+    for image_set in sets:
+        exemplars = exemplar_table(ctx, lens.digest, image_set.source_id, keep).to_pylist()
+        for row in exemplars:
+            wanted[image_set.source_id][row["position"]].add(row["concept"])
+            if row["rank"] == 0:  # the paper's 2x2: the best image of a side and its counterparts
+                for other in sets:
+                    wanted[other.source_id][row["position"]].add(row["concept"])
+    rows: dict[str, list] = {name: [] for name in MAPS.names}
+    grid = lens.model.grid
+    total = sum(len(positions) for positions in wanted.values())
+    with ctx.progress(total, "exemplar heatmaps", "img") as advance:
+        for image_set in sets:
+            index_of = {p: i for i, p in enumerate(image_set.positions)}
+            positions = sorted(p for p in wanted[image_set.source_id] if p in index_of)
+            paths = [image_set.paths[index_of[p]] for p in positions]
+            for first, codes in lens.codes(paths):
+                patches = codes[:, lens.patch_mask]  # (b, patches, K)
+                for offset in range(codes.shape[0]):
+                    position = positions[first + offset]
+                    concepts = sorted(wanted[image_set.source_id][position])
+                    maps = patches[offset][:, concepts].T.reshape(len(concepts), *grid)  # (c, rows, cols)
+                    scale = maps.flatten(1).amax(1).clamp_min(1e-12)
+                    quantised = (maps / scale[:, None, None] * 255).round().to(torch.uint8).numpy()
+                    rows["source_id"] += [image_set.source_id] * len(concepts)
+                    rows["concept"] += concepts
+                    rows["position"] += [position] * len(concepts)
+                    rows["scale"] += scale.tolist()
+                    rows["heatmap"] += [q.tobytes() for q in quantised]
+                advance(codes.shape[0])
+    temp = out.with_suffix(".part")
+    pq.write_table(pa.table(rows, schema=MAPS), temp)
+    temp.replace(out)

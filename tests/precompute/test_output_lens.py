@@ -1,0 +1,91 @@
+"""The output lens end to end: a tiny random DINOv2 loaded from a folder, a trained SAE, the analyses."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pytest
+
+from precompute.atlas.writer import ATLAS_DB
+from precompute.config import parse_config
+from precompute.errors import ConfigError
+from precompute.pipeline import run_pipeline
+from tests.conftest import silent_progress
+
+
+def lens_config(model, **encode):
+    return parse_config({
+        "run": {"n_items": 48, "name": "lens"},
+        "source": {"kind": "world", "size": 32, "seed": 5},
+        "generators": [
+            {"name": "planted", "kind": "planted", "effects": [{"effect": "add", "concept": "shadow", "rate": 1.0}]},
+            {"name": "same", "kind": "planted"},
+        ],
+        "encode": {"energy_model": str(model), "n_concepts": 48, "k": 4, "train_epochs": 1,
+                   "train_batch_size": 512, "batch_size": 16, "exemplars": 3, **encode},
+        "analysis": {"bootstrap": 50},
+    })
+
+
+@pytest.fixture(scope="module")
+def lens_atlas(tiny_dinov2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lens") / "atlas"
+    report = run_pipeline(lens_config(tiny_dinov2), out, progress=silent_progress)
+    assert report.ran == ["sample", "generate", "train", "encode", "analyze", "build"]
+    return out
+
+
+def rows(atlas, sql, params=()):
+    with duckdb.connect(str(atlas / ATLAS_DB), read_only=True) as db:
+        return db.execute(sql, list(params)).fetchall()
+
+
+def test_delta_in_the_atlas_is_the_papers_formula_over_the_stored_energies(lens_atlas):
+    recomputed = dict(rows(lens_atlas, """
+        WITH sums AS (SELECT i.source_id, e.concept, sum(e.energy) / 48.0 AS mean
+                      FROM energies e JOIN images i USING (image_id) GROUP BY ALL)
+        SELECT g.concept, 1 / (1 + exp(-(g.mean - coalesce(r.mean, 0)) / 0.8))
+        FROM sums g LEFT JOIN sums r ON r.concept = g.concept AND r.source_id = 'real'
+        WHERE g.source_id = 'planted'"""))
+    stored = dict(rows(lens_atlas, "SELECT concept, delta FROM concept_stats WHERE source_id = 'planted'"))
+    for concept, delta in recomputed.items():
+        assert stored[concept] == pytest.approx(delta, rel=1e-4, abs=1e-9)
+    flags = rows(lens_atlas, "SELECT count(*) FROM concept_stats WHERE suppressed != (delta < 0.1) "
+                             "OR exaggerated != (delta > 0.9) OR ci_low > delta + 1e-9 OR ci_high < delta - 1e-9")
+    assert flags == [(0,)]
+
+
+def test_every_analysis_table_is_filled(lens_atlas):
+    counts = {t: rows(lens_atlas, f"SELECT count(*) FROM {t}")[0][0] for t in (
+        "concepts", "concept_stats", "delta_histograms", "source_summary", "model_correlations", "datapoints",
+        "cooccurrence_l0", "cooccurrence_spectrum", "eigenvector_alignment", "exemplars", "heatmaps", "energies")}
+    assert counts["concepts"] == 48 and counts["concept_stats"] == 2 * 48
+    assert counts["delta_histograms"] == 2 * 100 and counts["datapoints"] == 2 * 48
+    assert counts["model_correlations"] == 4
+    assert all(n > 0 for n in counts.values()), counts
+    # one UMAP layout with finite coordinates, and labels for every concept
+    layout = np.array(rows(lens_atlas, "SELECT umap_x, umap_y FROM concepts"))
+    assert np.isfinite(layout).all() and layout.std(axis=0).min() > 0
+    assert rows(lens_atlas, "SELECT count(*) FROM concepts WHERE label = ''") == [(0,)]
+
+
+def test_exemplar_heatmaps_cover_the_patch_grid(lens_atlas):
+    grid, size, scale = rows(lens_atlas, "SELECT grid_rows * grid_cols, octet_length(heatmap), scale FROM heatmaps "
+                                         "LIMIT 1")[0]
+    assert grid == 256 == size and scale > 0  # 224 / 14 = 16 x 16 patches
+    best = rows(lens_atlas, """SELECT e.source_id, e.concept, e.item_id FROM exemplars e WHERE rank = 0""")
+    with_maps = set(rows(lens_atlas, "SELECT source_id, concept, item_id FROM heatmaps"))
+    assert set(best) <= with_maps
+    # the 2x2: the best real exemplar's generated counterparts have maps too
+    source, concept, item = next(b for b in best if b[0] == "real")
+    assert ("planted", concept, item) in with_maps and ("same", concept, item) in with_maps
+
+
+def test_an_sae_of_the_wrong_dimension_is_refused_before_encoding(tiny_dinov2, tmp_path):
+    from precompute.sae import build_sae
+
+    sae = build_sae("topk", input_dim=17, n_concepts=8, k=2)
+    sae.save_pretrained(tmp_path / "sae")
+    config = lens_config(tiny_dinov2, sae=str(tmp_path / "sae"))
+    with pytest.raises(ConfigError, match="dimension 17.*dimension 32"):
+        run_pipeline(config, tmp_path / "atlas", progress=silent_progress)
