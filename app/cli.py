@@ -161,6 +161,38 @@ def world_sample(count: int, seed: int, out: Path, size: int, noise: float, work
     console.print(f"wrote {written} images, captions.jsonl and annotations.jsonl to {out}")
 
 
+@cli.group("eval")
+def evaluate() -> None:
+    """Score an atlas against known truth."""
+
+
+@evaluate.command("world")
+@click.argument("atlas", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--min-auroc", type=click.FloatRange(0.5, 1.0), default=0.75, show_default=True,
+              help="An SAE concept counts as detecting a world concept from this AUROC on.")
+@click.option("--min-change", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
+              help="A flagged concept is backed by the truth when its world concept's frequency changed this much.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def eval_world(atlas: Path, min_auroc: float, min_change: float, as_json: bool) -> None:
+    """Planted-blindspot recall, false alarms and Spearman(delta, true change) of a world ATLAS."""
+    import json
+
+    from precompute.evaluation import as_dicts, evaluate_world
+
+    scores = evaluate_world(atlas, min_auroc=min_auroc, min_change=min_change)
+    if as_json:
+        click.echo(json.dumps(as_dicts(scores), indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("generator", "recall", "false alarms", "Spearman", "matched world concepts", "missed")
+    for s in scores:
+        table.add_row(s.source_id, f"{s.found}/{s.planted} = {s.recall:.2f}",
+                      f"{s.false_alarms}/{s.flagged} = {s.false_alarm_rate:.2f}", f"{s.spearman:.3f}",
+                      str(s.matched_concepts), ", ".join(s.missed) or "-")
+    console.print(table)
+
+
 def main() -> None:
     """Console-script entry: run the CLI, turning input errors into one clear message."""
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import eigsh
 
 
 class Cooccurrence:
@@ -57,17 +56,32 @@ def epsilon_grid(matrix: sp.csr_array, points: int = 30) -> np.ndarray:
     return np.logspace(np.log10(values.min()), np.log10(values.max()), points)
 
 
-def top_eigen(matrix: sp.csr_array, count: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """The ``count`` largest eigenvalues (descending) and their unit eigenvectors (K, count)."""
+def top_eigen(matrix: sp.csr_array, count: int = 100, *, power_iterations: int = 3, oversample: int = 30,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` largest eigenvalues (descending) and their unit eigenvectors (K, count).
+
+    Small matrices are solved densely. Large ones use a randomized subspace iteration
+    (Halko, Martinsson & Tropp 2011): Z^T Z is positive semi-definite, so its top
+    eigenvectors are its dominant subspace; a few sparse-times-dense products find it
+    far faster than Lanczos (``eigsh``) for 100 vectors of a 32,000-concept matrix.
+    """
     k = matrix.shape[0]
     count = max(1, min(count, k - 1))
-    symmetric = ((matrix + matrix.T) * 0.5).astype(np.float64)
-    if k <= 2 * count + 1 or symmetric.nnz == 0:
+    symmetric = sp.csr_array((matrix + matrix.T) * 0.5, dtype=np.float64)
+    if k <= 4 * (count + oversample) or symmetric.nnz == 0:
         values, vectors = np.linalg.eigh(symmetric.toarray())
-    else:
-        values, vectors = eigsh(symmetric, k=count, which="LA", v0=np.ones(k) / np.sqrt(k))
+        order = np.argsort(values)[::-1][:count]
+        return values[order], vectors[:, order]
+    single = symmetric.astype(np.float32)  # float32 products: twice as fast, ample for 100 directions
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(single @ rng.standard_normal((k, count + oversample)).astype(np.float32))
+    for _ in range(power_iterations):
+        basis, _ = np.linalg.qr(single @ basis)
+    basis = basis.astype(np.float64)
+    small = basis.T @ (symmetric @ basis)
+    values, rotation = np.linalg.eigh((small + small.T) * 0.5)
     order = np.argsort(values)[::-1][:count]
-    return values[order], vectors[:, order]
+    return values[order], basis @ rotation[:, order]
 
 
 def eigenvector_alignment(real_vectors: np.ndarray, generated_vectors: np.ndarray) -> np.ndarray:

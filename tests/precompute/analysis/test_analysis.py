@@ -105,3 +105,20 @@ def test_cooccurrence_is_sparse_and_spectral_tools_agree_with_dense():
     np.testing.assert_allclose(values, np.sort(np.linalg.eigvalsh(dense))[::-1][:5], rtol=1e-6)
     alignment = eigenvector_alignment(vectors, vectors)
     np.testing.assert_allclose(np.diag(alignment), 1.0, atol=1e-6)
+
+
+def test_randomized_spectrum_of_a_large_matrix_matches_lanczos():
+    from scipy.sparse.linalg import eigsh
+
+    rng = np.random.default_rng(1)
+    popularity = 1 / np.arange(1, 801) ** 0.8
+    active = rng.choice(800, size=(6000, 4), p=popularity / popularity.sum())
+    codes = sp.csr_array((rng.exponential(1.0, 24000), (np.repeat(np.arange(6000), 4), active.ravel())),
+                         shape=(6000, 800))
+    matrix = (codes.T @ codes).tocsr()
+    values, vectors = top_eigen(matrix, count=20)
+    reference = np.sort(eigsh(matrix.astype(np.float64), k=20, which="LA")[0])[::-1]
+    np.testing.assert_allclose(values[:10], reference[:10], rtol=1e-3)
+    np.testing.assert_allclose(values, reference, rtol=1e-2)  # the tail of the subspace is looser
+    residual = np.linalg.norm(matrix @ vectors - vectors * values, axis=0) / values
+    assert residual[:10].max() < 1e-2  # the leading eigenvectors are accurate

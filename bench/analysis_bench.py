@@ -1,0 +1,95 @@
+"""Benchmark: the analysis stage from stored codes at the paper's scale.
+
+10,000 pairs, 32,000 concepts, k = 5 active concepts per token, 261 tokens per image
+(synthetic codes with a Zipf-like concept popularity). Measures, for the real set and
+one generator: per-image energies from token codes, the co-occurrence Z^T Z, delta with
+a 1,000-resample paired bootstrap, datapoint scores, and the co-occurrence spectra
+(top-100 eigenvectors, alignment). Reports wall time and peak memory (RSS).
+
+    python bench/analysis_bench.py [--items 10000] [--concepts 32000] [--k 5] [--tokens 261]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from precompute.analysis.cooccurrence import Cooccurrence, eigenvector_alignment, epsilon_grid, l0_curve, top_eigen
+from precompute.analysis.datapoints import datapoint_scores
+from precompute.analysis.delta import concept_stats, delta_histogram
+
+
+def synthetic_codes(rng, items, concepts, k, tokens, chunk_items):
+    """Yield (image index offset, token codes CSR (chunk_items * tokens, concepts)) chunks."""
+    popularity = 1.0 / np.arange(1, concepts + 1) ** 0.8
+    popularity /= popularity.sum()
+    for start in range(0, items, chunk_items):
+        n = min(chunk_items, items - start) * tokens
+        active = rng.choice(concepts, size=(n, k), p=popularity)
+        values = rng.exponential(1.0, size=(n, k)).astype(np.float32)
+        rows = np.repeat(np.arange(n), k)
+        yield start, sp.csr_array((values.ravel(), (rows, active.ravel())), shape=(n, concepts))
+
+
+def encode_side(seed, items, concepts, k, tokens):
+    rng = np.random.default_rng(seed)
+    cooc = Cooccurrence(concepts)
+    energy_parts = []
+    chunk_items = 200
+    for start, codes in synthetic_codes(rng, items, concepts, k, tokens, chunk_items):
+        n_images = codes.shape[0] // tokens
+        image_of_token = sp.csr_array((np.ones(codes.shape[0], dtype=np.float32),
+                                       (np.repeat(np.arange(n_images), tokens), np.arange(codes.shape[0]))),
+                                      shape=(n_images, codes.shape[0]))
+        energy_parts.append(image_of_token @ codes)  # sum over tokens, sparse
+        cooc.add(codes)
+    return sp.vstack(energy_parts).tocsr(), cooc.matrix()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--concepts", type=int, default=32_000)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=261)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    args = parser.parse_args()
+
+    timings = {}
+    start = time.perf_counter()
+    real, real_cooc = encode_side(1, args.items, args.concepts, args.k, args.tokens)
+    generated, gen_cooc = encode_side(2, args.items, args.concepts, args.k, args.tokens)
+    timings["energies + co-occurrence from codes"] = time.perf_counter() - start
+
+    t = time.perf_counter()
+    stats = concept_stats(real, generated, resamples=args.bootstrap)
+    delta_histogram(stats.delta)
+    timings[f"delta + {args.bootstrap}-resample bootstrap"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    datapoint_scores(real, generated)
+    timings["datapoint scores"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    l0_curve(real_cooc, epsilon_grid(real_cooc))
+    l0_curve(gen_cooc, epsilon_grid(real_cooc))
+    _, real_vectors = top_eigen(real_cooc, 100)
+    _, gen_vectors = top_eigen(gen_cooc, 100)
+    eigenvector_alignment(real_vectors, gen_vectors)
+    timings["co-occurrence l0, top-100 spectra, alignment"] = time.perf_counter() - t
+
+    total = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+    print(f"items={args.items} concepts={args.concepts} k={args.k} tokens/image={args.tokens}")
+    print(f"energy nnz per set: {real.nnz:,}; Z^T Z nnz: {real_cooc.nnz:,}")
+    for name, seconds in timings.items():
+        print(f"  {name:48s} {seconds:7.1f} s")
+    print(f"total {total:.1f} s, peak RSS {peak_gb:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Ground-truth evaluation of an embedded-world atlas: does the detector find the planted blindspots?
+
+DESIGN.md section 6. Each SAE concept is matched to the world concept it detects best
+(AUROC of its energy on the real images, computed by the analyze stage). For every
+planted generator the truth is exact: the world annotations of its images give the
+frequency of every world concept, so ``true_change[c] = freq_gen[c] - freq_real[c]``.
+
+- recall: a planted effect (suppress X / add Z) is found when a concept matched to X
+  (to Z) is flagged suppressed (exaggerated) at the analysis thresholds (0.1 / 0.9);
+- false alarms: the share of flagged concepts that are not backed by the truth: no
+  match of sufficient AUROC, or a matched world concept whose true change is smaller
+  than ``min_change`` or goes the other way;
+- Spearman: rank correlation, over the world concepts, between the delta of the SAE
+  concept that detects a world concept best and that world concept's true change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from scipy.stats import spearmanr
+
+from precompute.atlas.writer import ATLAS_DB
+from precompute.errors import AtlasError
+
+MIN_AUROC = 0.75
+MIN_CHANGE = 0.02
+
+
+@dataclass(frozen=True)
+class GeneratorScore:
+    source_id: str
+    planted: int
+    found: int
+    recall: float
+    flagged: int
+    false_alarms: int
+    false_alarm_rate: float
+    spearman: float
+    matched_concepts: int
+    missed: list[str]
+
+
+def _query(db: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:
+    return db.execute(sql, params or []).fetchall()
+
+
+def evaluate_world(atlas: Path, min_auroc: float = MIN_AUROC, min_change: float = MIN_CHANGE) -> list[GeneratorScore]:
+    """Score every planted generator of a world atlas against its planted effects."""
+    path = Path(atlas) / ATLAS_DB
+    if not path.is_file():
+        raise AtlasError(f"{atlas} is not an atlas ({ATLAS_DB} not found)")
+    with duckdb.connect(str(path), read_only=True) as db:
+        if _query(db, "SELECT count(*) FROM world_concepts")[0][0] == 0:
+            raise AtlasError(f"{atlas} was not built from the embedded world: there is no ground truth to score")
+        if _query(db, "SELECT count(*) FROM concept_stats")[0][0] == 0:
+            raise AtlasError(f"{atlas} has no blindspot analysis: run the train, encode and analyze stages")
+        planted = [r[0] for r in _query(db, "SELECT source_id FROM sources WHERE kind = 'planted' ORDER BY 1")]
+        truth = {(s, c): change for s, c, change in _query(db, """
+            WITH freq AS (
+                SELECT s.source_id, w.concept, count(a.concept) / max(s.n_images) AS frequency
+                FROM sources s CROSS JOIN world_concepts w
+                LEFT JOIN world_annotations a ON a.source_id = s.source_id AND a.concept = w.concept
+                GROUP BY ALL)
+            SELECT g.source_id, g.concept, g.frequency - r.frequency
+            FROM freq g JOIN freq r ON r.concept = g.concept AND r.source_id = 'real'
+            WHERE g.source_id != 'real'""")}
+        scores = []
+        for source_id in planted:
+            stats = _query(db, """
+                SELECT c.world_concept, c.world_auroc, s.delta, s.suppressed, s.exaggerated
+                FROM concept_stats s JOIN concepts c USING (concept)
+                WHERE s.source_id = ? AND NOT c.is_dead""", [source_id])
+            effects = _query(db, "SELECT concept, effect FROM planted_effects WHERE source_id = ?", [source_id])
+            scores.append(_score(source_id, stats, effects, truth, min_auroc, min_change))
+    return scores
+
+
+def _score(source_id, stats, effects, truth, min_auroc, min_change) -> GeneratorScore:
+    matched = [(w, d, sup, exa) for w, auc, d, sup, exa in stats if w is not None and auc is not None and auc >= min_auroc]
+    found, missed = 0, []
+    for concept, effect in effects:
+        hit = any(w == concept and (sup if effect == "suppress" else exa) for w, _, sup, exa in matched)
+        found += hit
+        if not hit:
+            missed.append(f"{effect} {concept}")
+    flagged = [(w, auc, sup) for w, auc, _, sup, exa in stats if sup or exa]
+    false_alarms = 0
+    for world, auc, suppressed in flagged:
+        change = truth.get((source_id, world), 0.0) if world is not None else 0.0
+        backed = (auc is not None and auc >= min_auroc and abs(change) >= min_change
+                  and (change < 0) == bool(suppressed))
+        false_alarms += not backed
+    # One point per world concept: the delta of the SAE concept that detects it best.
+    best: dict[str, tuple[float, float]] = {}
+    for world, auc, delta, _, _ in stats:
+        if world is not None and auc is not None and auc >= min_auroc and auc > best.get(world, (-1.0, 0.0))[0]:
+            best[world] = (auc, delta)
+    deltas = np.array([delta for _, delta in best.values()])
+    changes = np.array([truth.get((source_id, world), 0.0) for world in best])
+    rho = float("nan")
+    if len(best) >= 3 and deltas.std() > 0 and changes.std() > 0:
+        rho = float(spearmanr(deltas, changes).statistic)
+    return GeneratorScore(
+        source_id=source_id, planted=len(effects), found=found,
+        recall=found / len(effects) if effects else float("nan"),
+        flagged=len(flagged), false_alarms=false_alarms,
+        false_alarm_rate=false_alarms / len(flagged) if flagged else 0.0,
+        spearman=rho, matched_concepts=len(best), missed=missed,
+    )
+
+
+def as_dicts(scores: list[GeneratorScore]) -> list[dict]:
+    return [asdict(s) for s in scores]
