@@ -161,6 +161,79 @@ def world_sample(count: int, seed: int, out: Path, size: int, noise: float, work
     console.print(f"wrote {written} images, captions.jsonl and annotations.jsonl to {out}")
 
 
+@cli.group()
+def sae() -> None:
+    """Sparse autoencoders: train one on token shards, or convert the paper's checkpoint."""
+
+
+@sae.command("train")
+@click.argument("tokens", type=click.Path(path_type=Path, exists=True))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="SAE folder to write.")
+@click.option("--variant", type=click.Choice(["rasae", "topk", "batchtopk", "matryoshka"]), default="rasae",
+              show_default=True)
+@click.option("--concepts", "n_concepts", type=click.IntRange(1), default=32_000, show_default=True)
+@click.option("--k", type=click.IntRange(1), default=5, show_default=True, help="Active concepts per token.")
+@click.option("--groups", default=None, help="Matryoshka group sizes, comma-separated (sum = concepts).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Default: one epoch.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Train this many steps instead of epochs.")
+@click.option("--batch-size", type=click.IntRange(1), default=4096, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--aux-coef", type=float, default=1 / 32, show_default=True, help="Dead-latent auxiliary loss weight.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... (mixed precision on CUDA).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fresh", is_flag=True, help="Discard checkpoints in OUT instead of resuming from them.")
+def sae_train(tokens: Path, out: Path, variant: str, n_concepts: int, k: int, groups: str | None,
+              epochs: float | None, steps: int | None, batch_size: int, lr: float, aux_coef: float, device: str,
+              seed: int, fresh: bool) -> None:
+    """Train an SAE on TOKENS (a safetensors file with a "tokens" tensor, or a folder of them).
+
+    AdamW with linear warm-up and cosine decay, gradient clipping, an auxiliary loss
+    for dead latents, checkpoints in OUT/checkpoints (a killed run resumes).
+    Explained variance, L0 and dead latents are reported as it trains.
+    """
+    from precompute.sae import train_sae_from_tokens_file
+
+    settings: dict = {"n_concepts": n_concepts, "k": k}
+    if groups:
+        settings["group_sizes"] = [int(g) for g in groups.split(",")]
+    training = {"batch_size": batch_size, "lr": lr, "aux_coef": aux_coef, "device": device, "seed": seed}
+    if steps is not None:
+        training["steps"] = steps
+    elif epochs is not None:
+        training["epochs"] = epochs
+    last: dict = {}
+
+    def progress(metrics: dict) -> None:
+        last.update(metrics)
+        console.print(f"step {metrics.get('step')}/{metrics.get('total_steps', '?')}  loss {metrics.get('loss', 0):.4f}"
+                      f"  explained variance {metrics.get('explained_variance', 0):.3f}  L0 {metrics.get('l0', 0):.1f}"
+                      f"  dead {metrics.get('dead_fraction', 0):.1%}")
+
+    report = train_sae_from_tokens_file(tokens, variant, settings, training, out, resume=not fresh, progress=progress)
+    final = report.final or last
+    console.print(f"[green]done:[/] {report.steps} steps, {report.tokens_seen:,} tokens; explained variance "
+                  f"{final.get('explained_variance', float('nan')):.3f}, L0 {final.get('l0', float('nan')):.1f}; "
+                  f"saved to {out}")
+
+
+@sae.command("import-rasae")
+@click.argument("path", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="SAE folder to write.")
+@click.option("--threshold", type=float, default=0.829, show_default=True,
+              help="Inference threshold of the paper's RA-SAE-DINOv2-32k.")
+@click.option("--fused", is_flag=True, help="Write a plain BatchTopK SAE with the fused dictionary (smaller).")
+def sae_import_rasae(path: Path, out: Path, threshold: float, fused: bool) -> None:
+    """Convert the paper's RA-SAE checkpoint (a pickle) once into config.json + safetensors.
+
+    Unpickling needs the optional `overcomplete` library (pip install -e ".[rasae]");
+    only run it on a checkpoint you trust. The converted SAE never needs it again.
+    """
+    from precompute.sae import import_rasae
+
+    converted = import_rasae(path, out, threshold=threshold, fused=fused)
+    console.print(f"[green]done:[/] {converted.n_concepts} concepts of dimension {converted.input_dim} -> {out}")
+
+
 @cli.group("eval")
 def evaluate() -> None:
     """Score an atlas against known truth."""

@@ -108,6 +108,8 @@ def run_pipeline(
                        shard_size=shard_size)
     ctx.work.mkdir(parents=True, exist_ok=True)
     (ctx.work / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True))
+    if {"train", "encode", "analyze"} & set(chosen):
+        ctx.energy_model()  # an unknown or unreachable energy model fails here, before any work
     report = PipelineReport()
     lens = None  # the output lens (energy model + SAE), loaded once for encode and analyze
     for stage in STAGES:

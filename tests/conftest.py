@@ -31,9 +31,14 @@ def world_config(n_items: int = 40, **run) -> RunConfig:
     })
 
 
+# The stages that need no energy model: sampling, planted generation, the atlas.
+BASIC_STAGES = ("sample", "generate", "build")
+
+
 def build_atlas(out: Path, config: RunConfig | None = None, **kw) -> Path:
     from precompute.pipeline import run_pipeline
 
+    kw.setdefault("stages", BASIC_STAGES)
     run_pipeline(config or world_config(), out, progress=silent_progress, **kw)
     return out
 

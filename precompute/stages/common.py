@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,35 @@ def digest_of(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def resolve_device(device: str) -> str:
+    """'auto' is CUDA when a GPU is present, else the CPU; anything else is taken as given."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 @dataclass(frozen=True)
 class StageContext:
     config: RunConfig
     work: Path
     progress: ProgressFactory
     shard_size: int = SHARD_SIZE
+    models: dict = field(default_factory=dict, compare=False)  # loaded once per run, shared by stages
+
+    def energy_model(self):
+        """The output lens's energy model, loaded on first use and kept for the run."""
+        if "energy" not in self.models:
+            from transformers.utils import logging as transformers_logging
+
+            from precompute.encoders import load_energy_model
+
+            transformers_logging.disable_progress_bar()  # our own bars report the work
+            encode = self.config.encode
+            self.models["energy"] = load_energy_model(encode.energy_model, device=resolve_device(encode.device),
+                                                      dtype=encode.dtype)
+        return self.models["energy"]
 
     def sample_digest(self) -> str:
         """The key of the sample stage's outputs: the source and the sampling settings."""

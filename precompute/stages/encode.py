@@ -31,7 +31,8 @@ from precompute.manifest import Manifest
 from precompute.stages.common import StageContext, digest_of
 from precompute.stages.images import ImageSet, image_sets
 from precompute.stages.shards import ShardStore
-from precompute.stages.train import load_images, resolve_device, sae_path
+from precompute.stages.common import resolve_device
+from precompute.stages.train import load_images, sae_path
 
 ENERGIES = pa.schema([("position", pa.int64()), ("concept", pa.int32()), ("energy", pa.float32())])
 CANDIDATES = pa.schema([("concept", pa.int32()), ("position", pa.int64()), ("score", pa.float32())])
@@ -46,15 +47,11 @@ class Lens:
     """The output lens: an energy model and an SAE, checked against each other once."""
 
     def __init__(self, ctx: StageContext):
-        from transformers.utils import logging as transformers_logging
-
-        from precompute.encoders import load_energy_model
         from precompute.sae import load_sae
 
-        transformers_logging.disable_progress_bar()  # our own bars report the work
         encode = ctx.config.encode
         device = resolve_device(encode.device)
-        self.model = load_energy_model(encode.energy_model, device=device, dtype=encode.dtype)
+        self.model = ctx.energy_model()
         path = sae_path(ctx)
         if not (path / "config.json").is_file():
             raise ConfigError(f"no output-lens SAE at {path}: give encode.sae or run the train stage first")

@@ -18,16 +18,10 @@ from safetensors.torch import save_file
 
 from precompute.config import EncodeConfig
 from precompute.manifest import Manifest
-from precompute.stages.common import StageContext, digest_of
+from precompute.stages.common import StageContext, digest_of, resolve_device
 from precompute.stages.images import image_sets
 
 TOKEN_SHARD = 200_000
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_images(paths: list[Path]) -> list[Image.Image]:
@@ -59,7 +53,6 @@ def _sae_settings(encode: EncodeConfig) -> dict:
 
 def run_train(ctx: StageContext) -> dict | None:
     """Train the output-lens SAE unless the config names one; return the manifest (None if given)."""
-    from precompute.encoders import load_energy_model
     from precompute.sae import train_sae_from_tokens_file
 
     encode = ctx.config.encode
@@ -73,7 +66,7 @@ def run_train(ctx: StageContext) -> dict | None:
     else:
         token_dir = out.parent / f"{out.name}.tokens"
         if not (token_dir / "done.json").is_file():
-            _write_tokens(ctx, token_dir, load_energy_model)
+            _write_tokens(ctx, token_dir)
         log_every = 10
         with ctx.progress(None, f"train {encode.sae_variant} SAE ({encode.n_concepts} concepts)", "step") as advance:
             report = train_sae_from_tokens_file(
@@ -90,10 +83,10 @@ def run_train(ctx: StageContext) -> dict | None:
     return manifest.finish(out.parent / "manifest.json")
 
 
-def _write_tokens(ctx: StageContext, token_dir: Path, load_energy_model) -> None:
+def _write_tokens(ctx: StageContext, token_dir: Path) -> None:
     """Energy-model tokens of the real images, sampled down to ``train_tokens``, in shards."""
     encode = ctx.config.encode
-    model = load_energy_model(encode.energy_model, device=resolve_device(encode.device), dtype=encode.dtype)
+    model = ctx.energy_model()
     real = image_sets(ctx)[0]
     per_image = model.n_tokens
     keep = min(1.0, encode.train_tokens / max(1, per_image * len(real.paths)))

@@ -23,7 +23,7 @@ def test_overview_page_shows_sources_stages_and_pairs(client):
     assert "test-world" in html and "planted-a" in html
     assert "not available yet" not in html  # stage notes are phrased for the page
     assert html.count('<figure class="pair">') == 24
-    assert "arrives with issue #3" in html  # the encode stage says it is not built yet
+    assert "not run" in html  # stages this atlas was built without say so
 
 
 def test_json_twin_matches_the_page_data(client):

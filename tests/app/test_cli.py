@@ -13,7 +13,8 @@ from PIL import Image
 
 from app.cli import cli, demo_config_path
 
-COMMANDS = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"]]
+COMMANDS = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"], ["sae"],
+            ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "blindspot")
@@ -65,3 +66,26 @@ def test_demo_builds_once_then_reuses(tmp_path):
 def test_serve_refuses_a_folder_that_is_not_an_atlas(tmp_path):
     result = run_cli("serve", str(tmp_path))
     assert result.returncode == 2 and "not an atlas" in result.stderr
+
+
+def test_sae_train_writes_a_loadable_sae_and_reports_quality(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from precompute.sae import load_sae
+
+    torch.manual_seed(0)
+    atoms = torch.randn(12, 8)
+    codes = torch.relu(torch.randn(2000, 12)) * (torch.rand(2000, 12) < 0.2)
+    save_file({"tokens": codes @ atoms}, str(tmp_path / "tokens.safetensors"))
+    result = run_cli("sae", "train", str(tmp_path / "tokens.safetensors"), "--out", str(tmp_path / "sae"),
+                     "--variant", "topk", "--concepts", "24", "--k", "4", "--steps", "60", "--batch-size", "256")
+    assert result.returncode == 0, result.stderr
+    assert "explained variance" in result.stderr
+    sae = load_sae(tmp_path / "sae")
+    assert (sae.input_dim, sae.n_concepts) == (8, 24)
+
+
+def test_eval_world_needs_the_analysis(world_atlas):
+    result = run_cli("eval", "world", str(world_atlas))
+    assert result.returncode == 2 and "no blindspot analysis" in result.stderr
