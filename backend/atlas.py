@@ -105,6 +105,19 @@ class Atlas:
             LEFT JOIN world_annotations a ON a.concept = c.concept AND a.source_id = s.source_id
             GROUP BY ALL ORDER BY c.family, c.concept, s.source_id""")
 
+    def blindspots(self, source_id: str, direction: str, limit: int = 8) -> list[dict[str, Any]]:
+        """The most suppressed (``direction='suppressed'``) or exaggerated concepts of a generator."""
+        order = "s.delta ASC" if direction == "suppressed" else "s.delta DESC"
+        flag = "s.suppressed" if direction == "suppressed" else "s.exaggerated"
+        return self.rows(f"""
+            SELECT s.concept, c.label, c.world_concept, s.delta, s.ci_low, s.ci_high, s.significant,
+                   s.nu_real, s.nu_gen,
+                   (SELECT path FROM exemplars x JOIN images i ON i.item_id = x.item_id AND i.source_id = 'real'
+                    WHERE x.source_id = 'real' AND x.concept = s.concept AND x.rank = 0) AS real_exemplar
+            FROM concept_stats s JOIN concepts c USING (concept)
+            WHERE s.source_id = ? AND {flag} AND NOT c.is_dead
+            ORDER BY {order}, s.concept LIMIT ?""", [source_id, limit])
+
     def image_file(self, relative: str) -> Path:
         """The file of an atlas image; a path that leaves the atlas folder is NotFound."""
         candidate = (self.root / relative).resolve()

@@ -38,7 +38,8 @@ BASIC_STAGES = ("sample", "generate", "build")
 def build_atlas(out: Path, config: RunConfig | None = None, **kw) -> Path:
     from precompute.pipeline import run_pipeline
 
-    kw.setdefault("stages", BASIC_STAGES)
+    if "stages" not in kw:
+        kw["stages"] = BASIC_STAGES
     run_pipeline(config or world_config(), out, progress=silent_progress, **kw)
     return out
 
@@ -61,3 +62,29 @@ def tiny_dinov2(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("models") / "tiny-dinov2"
     Dinov2WithRegistersModel(config).eval().save_pretrained(folder)
     return folder
+
+
+def lens_config(model, **encode):
+    return parse_config({
+        "run": {"n_items": 48, "name": "lens"},
+        "source": {"kind": "world", "size": 32, "seed": 5},
+        "generators": [
+            {"name": "planted", "kind": "planted", "effects": [{"effect": "add", "concept": "shadow", "rate": 1.0}]},
+            {"name": "same", "kind": "planted"},
+        ],
+        "encode": {"energy_model": str(model), "n_concepts": 48, "k": 4, "train_epochs": 1,
+                   "train_batch_size": 512, "batch_size": 16, "exemplars": 3, **encode},
+        "analysis": {"bootstrap": 50},
+    })
+
+
+@pytest.fixture(scope="session")
+def lens_atlas(tiny_dinov2, tmp_path_factory) -> Path:
+    """A world atlas through every output-lens stage, with a tiny random DINOv2 (shared, read-only)."""
+    from precompute.pipeline import run_pipeline
+
+    out = tmp_path_factory.mktemp("lens") / "atlas"
+    report = run_pipeline(lens_config(tiny_dinov2), out, progress=silent_progress)
+    if report.ran != ["sample", "generate", "train", "encode", "analyze", "build"]:
+        raise RuntimeError(f"the lens atlas fixture ran only {report.ran}")
+    return out

@@ -34,6 +34,9 @@ def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24) -> dict[str, A
         "skipped": atlas.skipped_summary(),
         "planted_effects": atlas.planted_effects(),
         "pairs": atlas.pairs(offset, limit),
+        "analysed": "analyze" in built,
+        "blindspots": {s["source_id"]: {d: atlas.blindspots(s["source_id"], d) for d in ("suppressed", "exaggerated")}
+                       for s in atlas.sources() if s["source_id"] != "real"},
         "offset": offset,
         "limit": limit,
     }

@@ -58,3 +58,19 @@ def test_a_folder_that_is_not_an_atlas_fails_with_the_reason(tmp_path):
     with pytest.raises(AtlasError, match="not an atlas"):
         with TestClient(create_app(Settings(atlas=tmp_path))):
             pass
+
+
+def test_overview_lists_blindspots_of_an_analysed_atlas(lens_atlas):
+    with TestClient(create_app(Settings(atlas=lens_atlas))) as test_client:
+        data = test_client.get("/api/overview").json()
+        assert data["analysed"] is True
+        assert set(data["blindspots"]) == {"planted", "same"}
+        for sides in data["blindspots"].values():
+            for direction, rows in sides.items():
+                assert all((r["delta"] < 0.1) if direction == "suppressed" else (r["delta"] > 0.9) for r in rows)
+        page = test_client.get("/").text
+        assert "<h2>Blindspots</h2>" in page
+
+
+def test_unanalysed_atlas_shows_no_blindspot_section(client):
+    assert "<h2>Blindspots</h2>" not in client.get("/").text

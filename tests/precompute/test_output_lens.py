@@ -7,32 +7,9 @@ import numpy as np
 import pytest
 
 from precompute.atlas.writer import ATLAS_DB
-from precompute.config import parse_config
 from precompute.errors import ConfigError
 from precompute.pipeline import run_pipeline
-from tests.conftest import silent_progress
-
-
-def lens_config(model, **encode):
-    return parse_config({
-        "run": {"n_items": 48, "name": "lens"},
-        "source": {"kind": "world", "size": 32, "seed": 5},
-        "generators": [
-            {"name": "planted", "kind": "planted", "effects": [{"effect": "add", "concept": "shadow", "rate": 1.0}]},
-            {"name": "same", "kind": "planted"},
-        ],
-        "encode": {"energy_model": str(model), "n_concepts": 48, "k": 4, "train_epochs": 1,
-                   "train_batch_size": 512, "batch_size": 16, "exemplars": 3, **encode},
-        "analysis": {"bootstrap": 50},
-    })
-
-
-@pytest.fixture(scope="module")
-def lens_atlas(tiny_dinov2, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lens") / "atlas"
-    report = run_pipeline(lens_config(tiny_dinov2), out, progress=silent_progress)
-    assert report.ran == ["sample", "generate", "train", "encode", "analyze", "build"]
-    return out
+from tests.conftest import lens_config, silent_progress
 
 
 def rows(atlas, sql, params=()):
