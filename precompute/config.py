@@ -139,7 +139,10 @@ class WorldModelGeneratorConfig(_GeneratorBase):
     steps: int = Field(25, ge=1, le=1000)
     guidance: float = Field(3.0, ge=0.0)
     batch_size: int = Field(64, ge=1)
-    capture: tuple[str, ...] = ()
+    device: str = Field("auto", description="'auto' (CUDA when available, one GPU per process), 'cpu', 'cuda:1'")
+    capture: tuple[str, ...] = Field((), description="hook points by dotted module path, e.g. unet.mid_block")
+    capture_steps: tuple[int, ...] = Field((-1,), description="denoising steps to capture; -1 is the last")
+    capture_budget: int | None = Field(256, ge=1, description="positions kept per image and hook point; None: all")
 
 
 class DiffusersGeneratorConfig(_GeneratorBase):
@@ -165,6 +168,8 @@ class DiffusersGeneratorConfig(_GeneratorBase):
     negative_prompt: str | None = None
     capture: tuple[str, ...] = Field((), description="hook points by dotted module path")
     capture_steps: tuple[int, ...] = Field((-1,), description="denoising steps to capture; -1 is the last")
+    capture_budget: int | None = Field(256, ge=1, description="positions kept per image and hook point; None: all")
+    device: str = Field("auto", description="'auto' (CUDA when available, one GPU per process), 'cpu', 'cuda:1'")
 
     @model_validator(mode="after")
     def _fill_model_defaults(self) -> "DiffusersGeneratorConfig":
@@ -221,6 +226,16 @@ class AnalysisConfig(_Table):
         return self
 
 
+class LabelsConfig(_Table):
+    """Optional VLM concept labels (seed 001 appendix F.2); off unless ``vlm_endpoint`` is set."""
+
+    vlm_endpoint: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
+    vlm_model: str = "gpt-4o"
+    vlm_api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    vlm_max_concepts: int = Field(200, ge=1, description="concepts labelled, flagged blindspots first")
+    vlm_timeout_s: float = Field(30.0, gt=0)
+
+
 class RunConfig(_Table):
     """A whole run config (one TOML file)."""
 
@@ -229,6 +244,7 @@ class RunConfig(_Table):
     generators: tuple[GeneratorConfig, ...] = ()
     encode: EncodeConfig = EncodeConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    labels: LabelsConfig = LabelsConfig()
 
     @field_validator("generators")
     @classmethod

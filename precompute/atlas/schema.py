@@ -67,8 +67,9 @@ TABLES: dict[str, str] = {
     # One row per SAE concept: its label, UMAP position (one layout for all models) and dead flag.
     "concepts": """CREATE TABLE concepts (
         concept INTEGER PRIMARY KEY,
-        label TEXT NOT NULL,           -- caption words, else the matched world concept, else '#<id>'
+        label TEXT NOT NULL,           -- the VLM label, else caption words, else the world concept, else '#<id>'
         caption_words TEXT NOT NULL,   -- the caption words most associated with the concept
+        vlm_label TEXT,                -- from the optional VLM endpoint (alpha-masked exemplar)
         world_concept TEXT,            -- embedded world only: the world concept it detects best ...
         world_auroc DOUBLE,            -- ... and how well (AUROC on the real images)
         umap_x REAL NOT NULL,

@@ -163,10 +163,41 @@ def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[
         best = auc.argmax(axis=1)
         columns["world_concept"] = [names[b] for b in best]
         columns["world_auroc"] = auc[np.arange(n_concepts), best]
-    labels = [w if w else (f"#{k}" if c is None else c) for k, (w, c) in
-              enumerate(zip(columns["caption_words"], columns["world_concept"]))]
-    columns["label"] = labels
+    vlm = _vlm_labels(ctx, lens, fired)
+    columns["vlm_label"] = [vlm.get(k) for k in range(n_concepts)]
+    columns["label"] = [v or w or c or f"#{k}" for k, (v, w, c) in
+                        enumerate(zip(columns["vlm_label"], columns["caption_words"], columns["world_concept"]))]
     return pa.table(columns)
+
+
+def _vlm_labels(ctx: StageContext, lens: Lens, fired: np.ndarray) -> dict[int, str]:
+    """VLM labels from the best real exemplar of each concept, alpha-masked by its token map (appendix F.2)."""
+    settings = ctx.config.labels
+    if not settings.vlm_endpoint:
+        return {}
+    from PIL import Image
+
+    from precompute.analysis.vlm import VLMLabeler, alpha_masked
+    from precompute.stages.encode import exemplar_table
+
+    best = {r["concept"]: r["position"] for r in exemplar_table(ctx, lens.digest, "real", 1).to_pylist()
+            if fired[r["concept"]]}
+    stats = pq.read_table(analyze_dir(ctx) / "concept_stats.parquet").to_pandas()
+    urgency = (stats.assign(distance=(stats["delta"] - 0.5).abs()).groupby("concept")["distance"].max())
+    chosen = [c for c in urgency.sort_values(ascending=False).index if c in best][:settings.vlm_max_concepts]
+    maps = pq.read_table(ctx.work / "encode" / f"maps-{lens.digest}.parquet").to_pandas()
+    maps = maps[maps["source_id"] == "real"].set_index(["concept", "position"])
+    items = sample_store(ctx).read("items", ITEMS).to_pandas().set_index("position")
+    masked = {}
+    for concept in chosen:
+        key = (concept, best[concept])
+        if key not in maps.index:
+            continue
+        heatmap = np.frombuffer(maps.loc[key, "heatmap"], dtype=np.uint8).reshape(lens.model.grid)
+        with Image.open(sample_store(ctx).folder / items.loc[best[concept], "path"]) as image:
+            masked[int(concept)] = alpha_masked(image, heatmap.astype(np.float32))
+    labeler = VLMLabeler(settings.vlm_endpoint, settings.vlm_model, settings.vlm_api_key_env, settings.vlm_timeout_s)
+    return labeler.label_many(masked)
 
 
 def world_auroc(ctx: StageContext, real: sp.csr_array) -> tuple[list[str], np.ndarray]:

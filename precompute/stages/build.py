@@ -118,7 +118,7 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
     def parquet(name: str) -> str:
         return str(folder / f"{name}.parquet")
 
-    db.execute("""INSERT INTO concepts SELECT concept, label, caption_words, world_concept,
+    db.execute("""INSERT INTO concepts SELECT concept, label, caption_words, vlm_label, world_concept,
                   CASE WHEN isnan(world_auroc) THEN NULL ELSE world_auroc END, umap_x, umap_y, is_dead
                   FROM read_parquet(?)""", [parquet("concepts")])
     db.execute("INSERT INTO concept_stats SELECT * FROM read_parquet(?)", [parquet("concept_stats")])

@@ -16,6 +16,7 @@ never held densely for more than a chunk of tokens, and never as a K x K matrix.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -43,6 +44,15 @@ MAPS = pa.schema([
 CODE_CHUNK = 2 ** 24  # codes held densely at once (tokens x concepts), about 64 MB of float32
 
 
+def file_digest(path: Path) -> str:
+    """blake2b of a file's bytes, read in 8 MB blocks."""
+    hasher = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(8 << 20):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
 class Lens:
     """The output lens: an energy model and an SAE, checked against each other once."""
 
@@ -62,7 +72,9 @@ class Lens:
         self.patch_mask = self.model.patch_mask
         self.patch_only = encode.patch_tokens_only
         self.batch_size = encode.batch_size
-        self.digest = digest_of(encode.energy_model, str(path), (path / "config.json").read_text(), self.patch_only)
+        # Keyed by the SAE's content, not its path, so a moved work folder stays valid.
+        self.digest = digest_of(encode.energy_model, file_digest(path / "model.safetensors"),
+                                (path / "config.json").read_text(), self.patch_only)
 
     @property
     def n_concepts(self) -> int:
