@@ -266,6 +266,36 @@ def eval_world(atlas: Path, min_auroc: float, min_change: float, as_json: bool) 
     console.print(table)
 
 
+@evaluate.command("stability")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The atlas the config builds.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the second SAE.")
+@click.option("--work", type=click.Path(path_type=Path), default=None, help="Work folder (default: <out>.work).")
+@click.option("--min-cosine", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
+              help="Concepts match across the two SAEs from this decoder cosine on.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_stability(config_path: Path, out: Path, seed: int, work: Path | None, min_cosine: float,
+                   as_json: bool) -> None:
+    """Spearman of delta between SAEs trained with two seeds on the same tokens.
+
+    Trains (or reuses) the config's SAE and a second one with --seed, encodes and
+    analyzes with both, matches concepts by decoder cosine, and rank-correlates
+    the deltas of matched concepts per generator. The atlas is not changed.
+    """
+    import json
+
+    from precompute.config import load_config
+    from precompute.evaluation import evaluate_stability
+
+    results = evaluate_stability(load_config(config_path), out, seed, work=work, min_cosine=min_cosine, say=_say)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for source_id, r in results.items():
+        console.print(f"{source_id}: Spearman {r['spearman']:.3f} over {r['matched']}/{r['concepts']} matched "
+                      f"concepts (mean best cosine {r['mean_best_cosine']:.3f})")
+
+
 def main() -> None:
     """Console-script entry: run the CLI, turning input errors into one clear message."""
     try:

@@ -205,6 +205,7 @@ class EncodeConfig(_Table):
     train_epochs: float = Field(10.0, gt=0)
     train_batch_size: int = Field(4096, ge=1)
     lr: float = Field(5e-4, gt=0)
+    sae_seed: int = Field(0, ge=0, description="seed of the SAE's initialisation and shuffling")
     patch_tokens_only: bool = Field(False, description="energy = sum over patch tokens only (default: all tokens)")
     exemplars: int = Field(8, ge=1, le=64, description="top images kept per concept and side")
 

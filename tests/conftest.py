@@ -16,7 +16,7 @@ def silent_progress(total, description, unit):
 
 
 def world_config(n_items: int = 40, **run) -> RunConfig:
-    """The embedded world against two planted generators (one with effects), plus a not-yet-built kind."""
+    """The embedded world against two planted generators, one with effects."""
     return parse_config({
         "run": {"name": "test-world", "n_items": n_items, **run},
         "source": {"kind": "world", "seed": 3, "size": 32},
@@ -26,7 +26,6 @@ def world_config(n_items: int = 40, **run) -> RunConfig:
                 {"effect": "add", "concept": "shadow", "rate": 1.0},
             ]},
             {"name": "plain", "kind": "planted", "seed": 2},
-            {"name": "later", "kind": "diffusers", "model": "some/model"},
         ],
     })
 

@@ -27,7 +27,7 @@ from precompute.errors import BlindspotError
 from precompute.fileio import write_text_atomic
 from precompute.manifest import Manifest
 from precompute.stages.common import StageContext, digest_of
-from precompute.stages.encode import ENERGIES, Lens, cooccurrence, encode_store
+from precompute.stages.encode import ENERGIES, Lens, cooccurrence, encode_store, maps_path
 from precompute.stages.sample import ANNOTATIONS, ITEMS, sample_store
 
 # Seed 001 appendix D, section 4.6: frequency vs delta uses a sharper sigmoid (T = 0.4).
@@ -35,8 +35,9 @@ FREQUENCY_TEMPERATURE = 0.4
 EIGENVECTORS = 100
 
 
-def analyze_dir(ctx: StageContext) -> Path:
-    return ctx.work / "analyze"
+def analyze_dir(ctx: StageContext, lens_digest: str) -> Path:
+    """One analysis folder per output lens (see ``encode.lens_digest``)."""
+    return ctx.work / "analyze" / lens_digest
 
 
 def energy_matrix(ctx: StageContext, lens_digest: str, source_id: str, n_items: int, n_concepts: int) -> sp.csr_array:
@@ -60,7 +61,7 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
 
     config, analysis = ctx.config, ctx.config.analysis
     lens = lens or Lens(ctx)
-    folder = analyze_dir(ctx)
+    folder = analyze_dir(ctx, lens.digest)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = Manifest("analyze", "all", analysis.model_dump(mode="json"))
     items = sample_store(ctx).read("items", ITEMS)
@@ -182,10 +183,10 @@ def _vlm_labels(ctx: StageContext, lens: Lens, fired: np.ndarray) -> dict[int, s
 
     best = {r["concept"]: r["position"] for r in exemplar_table(ctx, lens.digest, "real", 1).to_pylist()
             if fired[r["concept"]]}
-    stats = pq.read_table(analyze_dir(ctx) / "concept_stats.parquet").to_pandas()
+    stats = pq.read_table(analyze_dir(ctx, lens.digest) / "concept_stats.parquet").to_pandas()
     urgency = (stats.assign(distance=(stats["delta"] - 0.5).abs()).groupby("concept")["distance"].max())
     chosen = [c for c in urgency.sort_values(ascending=False).index if c in best][:settings.vlm_max_concepts]
-    maps = pq.read_table(ctx.work / "encode" / f"maps-{lens.digest}.parquet").to_pandas()
+    maps = pq.read_table(maps_path(ctx, lens.digest)).to_pandas()
     maps = maps[maps["source_id"] == "real"].set_index(["concept", "position"])
     items = sample_store(ctx).read("items", ITEMS).to_pandas().set_index("position")
     masked = {}
@@ -234,5 +235,5 @@ def analysis_digest(ctx: StageContext, lens_digest: str) -> str:
 
 
 def analysis_is_current(ctx: StageContext, lens_digest: str) -> bool:
-    info = analyze_dir(ctx) / "info.json"
+    info = analyze_dir(ctx, lens_digest) / "info.json"
     return info.is_file() and json.loads(info.read_text()).get("digest") == analysis_digest(ctx, lens_digest)

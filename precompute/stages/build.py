@@ -104,16 +104,18 @@ def run_build(ctx: StageContext, out: Path) -> dict:
 
 def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
     """Load the encode and analyze outputs when they are current for this config; say whether they were."""
+    from precompute.errors import ConfigError
     from precompute.stages.analyze import analysis_is_current, analyze_dir
-    from precompute.stages.encode import encode_store
+    from precompute.stages.encode import encode_store, exemplar_table, lens_digest, maps_path
 
-    info_path = analyze_dir(ctx) / "info.json"
-    if not info_path.is_file():
+    try:
+        lens = lens_digest(ctx)
+    except ConfigError:
+        return False  # no SAE yet: the output-lens stages have not run
+    if not analysis_is_current(ctx, lens):
         return False
-    info = json.loads(info_path.read_text())
-    if not analysis_is_current(ctx, info["lens"]):
-        return False
-    db, folder = atlas.db, analyze_dir(ctx)
+    db, folder = atlas.db, analyze_dir(ctx, lens)
+    info = json.loads((folder / "info.json").read_text())
 
     def parquet(name: str) -> str:
         return str(folder / f"{name}.parquet")
@@ -121,27 +123,31 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
     db.execute("""INSERT INTO concepts SELECT concept, label, caption_words, vlm_label, world_concept,
                   CASE WHEN isnan(world_auroc) THEN NULL ELSE world_auroc END, umap_x, umap_y, is_dead
                   FROM read_parquet(?)""", [parquet("concepts")])
-    db.execute("INSERT INTO concept_stats SELECT * FROM read_parquet(?)", [parquet("concept_stats")])
+    db.execute("INSERT INTO concept_stats BY NAME SELECT * FROM read_parquet(?)", [parquet("concept_stats")])
     for table in ("delta_histograms", "source_summary", "model_correlations", "cooccurrence_l0",
                   "cooccurrence_spectrum", "eigenvector_alignment"):
         db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [parquet(table)])
     db.execute("""INSERT INTO datapoints SELECT d.source_id, i.item_id, d.l2, d.mean_sigmoid
                   FROM read_parquet(?) d JOIN items i ON i.position = d.position""", [parquet("datapoints")])
     for source_id in [r[0] for r in db.execute("SELECT source_id FROM sources").fetchall()]:
-        shards = str(encode_store(ctx, info["lens"], source_id).folder / "shards" / "*.energies.parquet")
+        shards = str(encode_store(ctx, lens, source_id).folder / "shards" / "*.energies.parquet")
         db.execute("""INSERT INTO energies SELECT ? || '/' || i.item_id, ?, e.concept, e.energy
                       FROM read_parquet(?) e JOIN items i ON i.position = e.position""",
                    [source_id, source_id, shards])
-        from precompute.stages.encode import exemplar_table
-
-        db.register("best", exemplar_table(ctx, info["lens"], source_id, ctx.config.encode.exemplars))
+        db.register("best", exemplar_table(ctx, lens, source_id, ctx.config.encode.exemplars))
         db.execute("""INSERT INTO exemplars SELECT ?, b.concept, b.rank, i.item_id, b.score
                       FROM best b JOIN items i ON i.position = b.position""", [source_id])
         db.unregister("best")
+        encoded = _stage_manifest(encode_store(ctx, lens, source_id).folder)
+        if encoded:
+            atlas.add_manifest(encoded)
+    trained = _stage_manifest(ctx.work / "train")
+    if trained and ctx.config.encode.sae is None:
+        atlas.add_manifest(trained)
     rows, cols = info["grid"]
     db.execute("""INSERT INTO heatmaps SELECT m.source_id, m.concept, i.item_id, ?, ?, m.scale, m.heatmap
                   FROM read_parquet(?) m JOIN items i ON i.position = m.position""",
-               [rows, cols, str(ctx.work / "encode" / f"maps-{info['lens']}.parquet")])
+               [rows, cols, str(maps_path(ctx, lens))])
     document = json.loads((folder / "manifest.json").read_text())
     atlas.add_manifest(document)
     return True

@@ -53,6 +53,25 @@ def file_digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
+def lens_digest(ctx: StageContext) -> str:
+    """The output lens's key: energy model, SAE content and energy rule.
+
+    Keyed by the SAE's bytes, not its path, so a moved work folder stays valid; each
+    lens has its own encode and analyze folders, so two SAEs (a stability check) can
+    share one work folder.
+    """
+    path = sae_path(ctx)
+    if not (path / "model.safetensors").is_file():
+        raise ConfigError(f"no output-lens SAE at {path}: give encode.sae or run the train stage first")
+    encode = ctx.config.encode
+    return digest_of(encode.energy_model, file_digest(path / "model.safetensors"),
+                     (path / "config.json").read_text(), encode.patch_tokens_only)
+
+
+def lens_dir(ctx: StageContext, digest: str) -> Path:
+    return ctx.work / "encode" / digest
+
+
 class Lens:
     """The output lens: an energy model and an SAE, checked against each other once."""
 
@@ -72,9 +91,7 @@ class Lens:
         self.patch_mask = self.model.patch_mask
         self.patch_only = encode.patch_tokens_only
         self.batch_size = encode.batch_size
-        # Keyed by the SAE's content, not its path, so a moved work folder stays valid.
-        self.digest = digest_of(encode.energy_model, file_digest(path / "model.safetensors"),
-                                (path / "config.json").read_text(), self.patch_only)
+        self.digest = lens_digest(ctx)
 
     @property
     def n_concepts(self) -> int:
@@ -122,7 +139,7 @@ def _encode_shard(lens: Lens, image_set: ImageSet, rows: list[int], keep: int):
 
 
 def encode_store(ctx: StageContext, lens_digest: str, source_id: str) -> ShardStore:
-    return ShardStore(ctx.work / "encode" / source_id, digest_of(ctx.sample_digest(), lens_digest, source_id,
+    return ShardStore(lens_dir(ctx, lens_digest) / source_id, digest_of(ctx.sample_digest(), lens_digest, source_id,
                                                                  [g.model_dump(mode="json") for g in ctx.config.generators
                                                                   if g.name == source_id]))
 
@@ -177,9 +194,13 @@ def cooccurrence(ctx: StageContext, lens_digest: str, source_id: str) -> tuple[s
     return total, tokens
 
 
+def maps_path(ctx: StageContext, digest: str) -> Path:
+    return lens_dir(ctx, digest) / "maps.parquet"
+
+
 def _exemplar_maps(ctx: StageContext, lens: Lens, sets: list[ImageSet], keep: int) -> None:
     """Token maps (patch grid) of each exemplar, and of the best exemplar's counterparts in every set."""
-    out = ctx.work / "encode" / f"maps-{lens.digest}.parquet"
+    out = maps_path(ctx, lens.digest)
     if out.is_file():
         return
     wanted: dict[str, dict[int, set[int]]] = {s.source_id: defaultdict(set) for s in sets}

@@ -34,7 +34,8 @@ def load_images(paths: list[Path]) -> list[Image.Image]:
 
 def trained_sae_dir(ctx: StageContext) -> Path:
     encode = ctx.config.encode
-    lens = {k: v for k, v in encode.model_dump(mode="json").items() if k not in ("exemplars", "patch_tokens_only")}
+    lens = {k: v for k, v in encode.model_dump(mode="json").items()
+            if k not in ("exemplars", "patch_tokens_only", "device", "batch_size")}
     return ctx.work / "train" / f"sae-{digest_of(ctx.sample_digest(), lens)}"
 
 
@@ -64,7 +65,9 @@ def run_train(ctx: StageContext) -> dict | None:
         report = json.loads((out / "train_report.json").read_text())
         manifest.notes.append("reused the SAE trained by an earlier run")
     else:
-        token_dir = out.parent / f"{out.name}.tokens"
+        # Shared by every SAE trained on the same tokens (SAEs of other seeds, sizes or variants).
+        token_dir = out.parent / ("tokens-" + digest_of(ctx.sample_digest(), encode.energy_model, encode.dtype,
+                                                          encode.train_tokens, ctx.config.run.seed))
         if not (token_dir / "done.json").is_file():
             _write_tokens(ctx, token_dir)
         log_every = 10
@@ -72,7 +75,7 @@ def run_train(ctx: StageContext) -> dict | None:
             report = train_sae_from_tokens_file(
                 token_dir, encode.sae_variant, _sae_settings(encode),
                 {"batch_size": encode.train_batch_size, "epochs": encode.train_epochs, "lr": encode.lr,
-                 "device": resolve_device(encode.device), "seed": ctx.config.run.seed, "log_every": log_every},
+                 "device": resolve_device(encode.device), "seed": encode.sae_seed, "log_every": log_every},
                 out, resume=True, progress=lambda metrics: advance(log_every),
             ).to_dict()
     final = report.get("final", {})

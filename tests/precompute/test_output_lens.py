@@ -66,3 +66,21 @@ def test_an_sae_of_the_wrong_dimension_is_refused_before_encoding(tiny_dinov2, t
     config = lens_config(tiny_dinov2, sae=str(tmp_path / "sae"))
     with pytest.raises(ConfigError, match="dimension 17.*dimension 32"):
         run_pipeline(config, tmp_path / "atlas", progress=silent_progress)
+
+
+def test_stability_compares_two_seeds_without_touching_the_atlas(lens_atlas, tiny_dinov2, tmp_path):
+    import shutil
+
+    from precompute.evaluation import evaluate_stability
+
+    out = tmp_path / "atlas"
+    shutil.copytree(lens_atlas, out)
+    shutil.copytree(lens_atlas.parent / f"{lens_atlas.name}.work", tmp_path / "atlas.work")
+    before = (out / ATLAS_DB).read_bytes()
+    results = evaluate_stability(lens_config(tiny_dinov2), out, seed=7, progress=silent_progress)
+    assert set(results) == {"planted", "same"}
+    for report in results.values():
+        assert report["concepts"] == 48 and 0 <= report["matched"] <= 48
+        assert -1 <= report["mean_best_cosine"] <= 1
+    assert (out / ATLAS_DB).read_bytes() == before
+    assert len(list((tmp_path / "atlas.work" / "analyze").iterdir())) == 2  # one folder per lens

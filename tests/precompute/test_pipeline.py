@@ -47,12 +47,6 @@ def test_every_stage_leaves_a_manifest_with_versions_and_counts(world_atlas):
     assert sample["config"]["source"]["kind"] == "world"
 
 
-def test_report_says_which_generators_do_not_exist_yet(tmp_path):
-    report = run_pipeline(world_config(n_items=5), tmp_path / "a", progress=silent_progress, stages=BASIC_STAGES)
-    assert "'later' (diffusers) skipped" in " ".join(report.notes)
-    assert report.ran == ["sample", "generate", "build"]
-
-
 def test_killed_run_resumes_to_the_same_atlas(tmp_path):
     config = world_config(n_items=50)
     clean = build_atlas(tmp_path / "clean", config, shard_size=10)

@@ -122,3 +122,19 @@ def test_randomized_spectrum_of_a_large_matrix_matches_lanczos():
     np.testing.assert_allclose(values, reference, rtol=1e-2)  # the tail of the subspace is looser
     residual = np.linalg.norm(matrix @ vectors - vectors * values, axis=0) / values
     assert residual[:10].max() < 1e-2  # the leading eigenvectors are accurate
+
+
+def test_atom_matching_recovers_a_permuted_dictionary_and_its_delta_ranking():
+    import torch
+
+    from precompute.analysis.stability import delta_stability, match_atoms
+
+    torch.manual_seed(0)
+    atoms = torch.randn(50, 16)
+    order = torch.randperm(50)
+    shuffled = atoms[order] + 0.01 * torch.randn(50, 16)
+    match, cosine = match_atoms(atoms, shuffled, chunk=7)
+    assert (order[match] == torch.arange(50)).all() and cosine.min() > 0.99
+    delta = np.linspace(0, 1, 50)
+    report = delta_stability(delta, delta[order.numpy()], match, cosine)
+    assert report["spearman"] == pytest.approx(1.0) and report["matched"] == 50
