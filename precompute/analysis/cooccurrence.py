@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 
 class Cooccurrence:
@@ -32,8 +33,14 @@ class Cooccurrence:
             self._flush()
 
     def _flush(self) -> None:
+        """Merge pending products in one pass: concatenate their triplets, sum duplicates once."""
         if self._pending:
-            self._sum = self._sum + sum(self._pending[1:], self._pending[0])
+            parts = [sp.coo_array(m) for m in (self._sum, *self._pending)]
+            rows = np.concatenate([p.row for p in parts])
+            cols = np.concatenate([p.col for p in parts])
+            values = np.concatenate([p.data for p in parts])
+            self._sum = sp.csr_array((values, (rows, cols)), shape=self._sum.shape)
+            self._sum.sum_duplicates()
             self._pending = []
 
     def matrix(self) -> sp.csr_array:
@@ -58,7 +65,7 @@ def epsilon_grid(matrix: sp.csr_array, points: int = 30) -> np.ndarray:
 
 def top_eigen(matrix: sp.csr_array, count: int = 100, *, power_iterations: int = 3, oversample: int = 30,
               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The ``count`` largest eigenvalues (descending) and their unit eigenvectors (K, count).
+    """The ``count`` largest eigenvalues (descending) and their unit eigenvectors (K, count) of a symmetric matrix.
 
     Small matrices are solved densely. Large ones use a randomized subspace iteration
     (Halko, Martinsson & Tropp 2011): Z^T Z is positive semi-definite, so its top
@@ -67,21 +74,30 @@ def top_eigen(matrix: sp.csr_array, count: int = 100, *, power_iterations: int =
     """
     k = matrix.shape[0]
     count = max(1, min(count, k - 1))
-    symmetric = sp.csr_array((matrix + matrix.T) * 0.5, dtype=np.float64)
-    if k <= 4 * (count + oversample) or symmetric.nnz == 0:
-        values, vectors = np.linalg.eigh(symmetric.toarray())
+    if k <= 4 * (count + oversample) or matrix.nnz == 0:
+        dense = matrix.toarray().astype(np.float64)
+        values, vectors = np.linalg.eigh((dense + dense.T) * 0.5)
         order = np.argsort(values)[::-1][:count]
         return values[order], vectors[:, order]
-    single = symmetric.astype(np.float32)  # float32 products: twice as fast, ample for 100 directions
+    # Z^T Z is symmetric by construction, so no symmetrising copy of a 30-million-entry matrix.
+    single = sp.csr_array(matrix, dtype=np.float32)  # float32 products: twice as fast, ample for 100 directions
     rng = np.random.default_rng(seed)
-    basis, _ = np.linalg.qr(single @ rng.standard_normal((k, count + oversample)).astype(np.float32))
+
+    def orthonormal(block: np.ndarray) -> np.ndarray:
+        """Cholesky-QR in float64: one thin Gram product instead of a Householder QR (10x faster here)."""
+        wide = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float64))
+        gram = wide.T @ wide
+        gram += torch.eye(gram.shape[0], dtype=gram.dtype) * (1e-12 * float(gram.diagonal().max()))
+        factor = torch.linalg.cholesky(gram)
+        return torch.linalg.solve_triangular(factor, wide.T, upper=False).T.to(torch.float32).numpy()
+
+    basis = orthonormal(single @ rng.standard_normal((k, count + oversample)).astype(np.float32))
     for _ in range(power_iterations):
-        basis, _ = np.linalg.qr(single @ basis)
-    basis = basis.astype(np.float64)
-    small = basis.T @ (symmetric @ basis)
+        basis = orthonormal(single @ basis)
+    small = (basis.T @ (single @ basis)).astype(np.float64)
     values, rotation = np.linalg.eigh((small + small.T) * 0.5)
     order = np.argsort(values)[::-1][:count]
-    return values[order], basis @ rotation[:, order]
+    return values[order], basis.astype(np.float64) @ rotation[:, order]
 
 
 def eigenvector_alignment(real_vectors: np.ndarray, generated_vectors: np.ndarray) -> np.ndarray:
