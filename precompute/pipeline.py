@@ -34,8 +34,8 @@ class StageInfo:
 # tokens) before the encode stage uses it, so train comes first.
 STAGES: tuple[StageInfo, ...] = (
     StageInfo("sample", "real image-caption pairs from the data source", True),
-    StageInfo("generate", "one image per caption for each generator", True,
-              "planted world generators run; diffusers and the trained world model arrive with issue #4"),
+    StageInfo("generate", "one image per caption for each generator (planted, world model, any diffusers pipeline)",
+              True),
     StageInfo("train", "the output-lens SAE on real-image tokens, unless the config gives one", True),
     StageInfo("encode", "energy-model tokens -> SAE codes -> per-image energies, exemplars, co-occurrence", True),
     StageInfo("analyze", "delta, blindspots, datapoints, co-occurrence spectra, UMAP, labels", True),
@@ -108,8 +108,13 @@ def run_pipeline(
                        shard_size=shard_size)
     ctx.work.mkdir(parents=True, exist_ok=True)
     (ctx.work / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True))
+    # Unknown or unreachable models fail here, before any work.
+    if "generate" in chosen:
+        from precompute.stages.generate import preflight
+
+        preflight(ctx)
     if {"train", "encode", "analyze"} & set(chosen):
-        ctx.energy_model()  # an unknown or unreachable energy model fails here, before any work
+        ctx.energy_model()
     report = PipelineReport()
     lens = None  # the output lens (energy model + SAE), loaded once for encode and analyze
     for stage in STAGES:

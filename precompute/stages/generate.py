@@ -23,6 +23,7 @@ from PIL import Image
 from precompute.config import (
     DiffusersGeneratorConfig, GeneratorConfig, PlantedGeneratorConfig, WorldModelGeneratorConfig, WorldSourceConfig,
 )
+from precompute.errors import ConfigError
 from precompute.generators.distributed import ProcessSlot, current_slot
 from precompute.images import save_png
 from precompute.manifest import Manifest
@@ -115,10 +116,39 @@ def _write_capture(store: ShardStore, shard: int, drained: dict) -> dict[str, di
         relative = capture_file(store, shard, point, step)
         shapes = {name: list(tensor.shape) for name, tensor in tensors.items()}
         temp = store.folder / (relative + ".part")
-        save_file(tensors, str(temp), metadata={"point": point, "step": str(step), "shapes": json.dumps(shapes)})
+        # one metadata key: safetensors writes metadata in hash order, so several keys would make the bytes vary
+        header = json.dumps({"point": point, "step": step, "shapes": shapes}, sort_keys=True)
+        save_file(tensors, str(temp), metadata={"capture": header})
         temp.replace(store.folder / relative)
         written[f"{point}@{step}"] = {"file": relative, "shapes": shapes}
     return written
+
+
+def read_capture(store: ShardStore, point: str, step: int) -> dict[str, Any]:
+    """A generator's captured activations over all finished shards, rows tied to item ids.
+
+    Returns ``positions`` (n, C) fp16, ``pooled`` (images, C), ``image_items`` (the item id
+    of each pooled row) and ``position_items`` (the item id of each position row): the
+    input of the internal lens (RAIGen SAE training, DiffLens probes).
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    positions, pooled, image_items, position_items = [], [], [], []
+    for shard in store.indices():
+        entry = (store.finished(shard) or {}).get("capture", {}).get(f"{point}@{step}")
+        if entry is None:
+            raise ConfigError(f"{store.folder.name}: no capture of {point!r} at step {step} in shard {shard}")
+        tensors = load_file(store.folder / entry["file"])
+        ids = store.read_shard(shard, "images", IMAGES).column("item_id").to_pylist()
+        positions.append(tensors["positions"])
+        pooled.append(tensors["pooled"])
+        image_items.extend(ids)
+        position_items.extend(ids[i] for i in tensors["image_index"].tolist())
+    if not positions:
+        raise ConfigError(f"{store.folder.name}: no finished shard to read captures from")
+    return {"positions": torch.cat(positions), "pooled": torch.cat(pooled), "image_items": image_items,
+            "position_items": position_items}
 
 
 def _batches(rows: list[dict], size: int) -> Iterator[list[dict]]:
