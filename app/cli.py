@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from precompute.errors import BlindspotError
-from precompute.progress import console
+from precompute.progress import console, progress_bar
 
 DEMO_CONFIG = "demo.toml"
 
@@ -153,12 +153,71 @@ def world_sample(count: int, seed: int, out: Path, size: int, noise: float, work
     The folder is in the local-folder source format, so it can be read back with
     `kind = "folder"` in a run config.
     """
-    from precompute.progress import progress_bar
     from precompute.world import write_samples
 
     with progress_bar(count, "render world images", "img") as advance:
         written = write_samples(out, count, seed, size=size, noise=noise, workers=workers, progress=advance)
     console.print(f"wrote {written} images, captions.jsonl and annotations.jsonl to {out}")
+
+
+@world.command("train-encoder")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Weights folder to write.")
+@click.option("--steps", type=click.IntRange(1), default=4000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--images", "n_images", type=click.IntRange(1), default=30_000, show_default=True,
+              help="World images rendered once for training.")
+@click.option("--seed", type=click.IntRange(0), default=1000, show_default=True,
+              help="World seed of the training images (the demo uses 0; keep them apart).")
+def world_train_encoder(out: Path, steps: int, batch_size: int, n_images: int, seed: int) -> None:
+    """Train the world encoder, the demo's energy model (patch tokens like DINOv2's).
+
+    Reports held-out AUROC of a linear probe per world concept when done.
+    """
+    from precompute.encoders.train_world_encoder import train_world_encoder
+
+    with progress_bar(steps, "train world encoder", "step") as advance:
+        done = {"step": 0}
+
+        def progress(event: dict) -> None:
+            if event.get("phase") == "train":
+                advance(event["step"] - done["step"])
+                done["step"] = event["step"]
+
+        report = train_world_encoder(out, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
+                                     n_images=n_images)
+    console.print(f"[green]done:[/] saved to {out}; " + ", ".join(
+        f"{k} {v:.3f}" for k, v in report.items() if isinstance(v, float)))
+
+
+@world.command("train-generator")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Pipeline folder to write (model_index.json + components).")
+@click.option("--steps", type=click.IntRange(1), required=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--images", "n_images", type=click.IntRange(1), default=48_000, show_default=True,
+              help="World images rendered once for training.")
+@click.option("--work", type=click.Path(path_type=Path), default=None,
+              help="Training set cache and checkpoints (default: <out>.work); a killed run resumes from it.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop (and save) after this many minutes.")
+def world_train_generator(out: Path, steps: int, batch_size: int, lr: float, seed: int, n_images: int,
+                          work: Path | None, minutes: float | None) -> None:
+    """Train the tiny world text-to-image model (UNet2DConditionModel + CLIP text encoder).
+
+    Loaded back with the same from_pretrained path as Stable Diffusion; use it as a
+    generator with `kind = "world-model"`.
+    """
+    import time
+
+    from precompute.generators.train_world_model import train_world_model
+
+    deadline = time.time() + minutes * 60 if minutes else None
+    with progress_bar(steps, "train world generator", "step") as advance:
+        saved = train_world_model(out, steps, batch_size=batch_size, lr=lr, seed=seed, progress=advance,
+                                  work_dir=work, n_images=n_images, deadline=deadline)
+    console.print(f"[green]done:[/] saved the pipeline to {saved}")
 
 
 @cli.group()

@@ -14,7 +14,8 @@ from PIL import Image
 from app.cli import cli, demo_config_path
 
 COMMANDS = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"], ["sae"],
-            ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"]]
+            ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"], ["eval", "stability"],
+            ["world", "train-encoder"], ["world", "train-generator"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "blindspot")
