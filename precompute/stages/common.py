@@ -45,11 +45,8 @@ class StageContext:
     def energy_model(self):
         """The output lens's energy model, loaded on first use and kept for the run."""
         if "energy" not in self.models:
-            from transformers.utils import logging as transformers_logging
-
             from precompute.encoders import load_energy_model
 
-            transformers_logging.disable_progress_bar()  # our own bars report the work
             encode = self.config.encode
             self.models["energy"] = load_energy_model(encode.energy_model, device=resolve_device(encode.device),
                                                       dtype=encode.dtype)
