@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 
 from precompute.atlas.writer import AtlasBuilder
 from precompute.errors import AtlasError

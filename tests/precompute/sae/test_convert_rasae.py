@@ -161,7 +161,7 @@ def test_layernorm_encoder_is_refused_with_a_reason(tmp_path):
 def test_state_dict_checkpoint_imports_without_the_library(tmp_path):
     module = library_model(threshold=0.1)
     torch.save(module.state_dict(), tmp_path / "state.pt")
-    sae = import_rasae(tmp_path / "state.pt", tmp_path / "out", threshold=0.1, top_k=5, delta=0.5)
+    import_rasae(tmp_path / "state.pt", tmp_path / "out", threshold=0.1, top_k=5, delta=0.5)
     loaded = load_sae(tmp_path / "out")
     assert type(loaded) is RASAE and loaded.config.delta == 0.5
     x = torch.randn(10, DIM)
