@@ -162,13 +162,14 @@ def world_sample(count: int, seed: int, out: Path, size: int, noise: float, work
 
 @world.command("train-encoder")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Weights folder to write.")
-@click.option("--steps", type=click.IntRange(1), default=4000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=1600, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--images", "n_images", type=click.IntRange(1), default=30_000, show_default=True,
               help="World images rendered once for training.")
 @click.option("--seed", type=click.IntRange(0), default=1000, show_default=True,
               help="World seed of the training images (the demo uses 0; keep them apart).")
-def world_train_encoder(out: Path, steps: int, batch_size: int, n_images: int, seed: int) -> None:
+def world_train_encoder(out: Path, steps: int, batch_size: int, lr: float, n_images: int, seed: int) -> None:
     """Train the world encoder, the demo's energy model (patch tokens like DINOv2's).
 
     Reports held-out AUROC of a linear probe per world concept when done.
@@ -184,7 +185,7 @@ def world_train_encoder(out: Path, steps: int, batch_size: int, n_images: int, s
                 done["step"] = event["step"]
 
         report = train_world_encoder(out, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
-                                     n_images=n_images)
+                                     n_images=n_images, lr=lr)
     console.print(f"[green]done:[/] saved to {out}; " + ", ".join(
         f"{k} {v:.3f}" for k, v in report.items() if isinstance(v, float)))
 

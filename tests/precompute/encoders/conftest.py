@@ -22,8 +22,13 @@ def dinov2_reg_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     config = Dinov2WithRegistersConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-        patch_size=14, image_size=28, num_register_tokens=4,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        patch_size=14,
+        image_size=28,
+        num_register_tokens=4,
     )
     return _save(Dinov2WithRegistersModel(config), tmp_path_factory.mktemp("dinov2-reg"))
 
@@ -33,11 +38,15 @@ def dinov2_dir(tmp_path_factory):
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(1)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14, image_size=28)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14, image_size=28
+    )
     return _save(Dinov2Model(config), tmp_path_factory.mktemp("dinov2"))
 
 
-_CLIP_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14)
+_CLIP_VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14
+)
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +55,14 @@ def clip_dir(tmp_path_factory):
 
     torch.manual_seed(2)
     config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=64, max_position_embeddings=16),
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=64,
+            max_position_embeddings=16,
+        ),
         vision_config=_CLIP_VISION,
         projection_dim=16,
     )

@@ -46,3 +46,14 @@ def test_bad_batch_size(dinov2_dir):
     model = load_energy_model(dinov2_dir)
     with pytest.raises(ConfigError, match="batch_size"):
         next(model.encode_batches([], batch_size=0))
+
+
+def test_unreachable_hub_id_is_a_config_error(monkeypatch):
+    import transformers
+
+    def offline(name, *args, **kwargs):
+        raise OSError(f"We couldn't connect to 'https://huggingface.co' to load {name}")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    with pytest.raises(ConfigError, match="neither a local folder nor a hub model"):
+        load_energy_model("facebook/dinov2-with-registers-base")

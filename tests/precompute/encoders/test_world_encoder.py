@@ -14,7 +14,7 @@ from precompute.encoders.train_world_encoder import render_training_set, train_w
 from precompute.errors import ConfigError
 from precompute.world import CONCEPTS, World, concept_matrix
 
-TINY = dict(dim=16, depth=1, heads=2, mlp_ratio=2, stem_channels=(4, 8))
+TINY = dict(dim=16, depth=1, heads=2, mlp_ratio=2, stem_channels=(4, 8, 8))
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +45,12 @@ def test_patch_tokens_linearly_encode_salient_concepts(world_model, fresh_world)
     names = [c.name for c in CONCEPTS]
     salient = [names.index(n) for n in ("wood", "grass", "star", "red", "blue", "striped", "sun", "frame")]
     head = auroc(world_model.concept_probabilities(images[200:]), labels[200:])
-    assert (head[salient] > 0.9).all(), dict(zip(np.array(names)[salient], head[salient].tolist()))
+    assert (head[salient] > 0.9).all(), dict(zip(np.array(names)[salient], head[salient].tolist(), strict=True))
     # a fresh linear probe on mean-pooled patch tokens, fitted on 200 items, scored on the other 200
     pooled = world_model.encode(images).patches().float().mean(dim=(1, 2))
     probe = fit_linear_probe(pooled[:200], labels[:200], l2=1e-2)
     probed = auroc(probe(pooled[200:]), labels[200:])
-    assert (probed[salient[:4]] > 0.9).all(), dict(zip(np.array(names)[salient], probed[salient].tolist()))
+    assert (probed[salient[:4]] > 0.9).all(), dict(zip(np.array(names)[salient], probed[salient].tolist(), strict=True))
 
 
 def test_world_embeddings_are_unit_vectors_and_resize_other_sizes(world_model):
@@ -88,7 +88,7 @@ def test_save_and_load_round_trip_and_refusals(tmp_path):
     with pytest.raises(ConfigError, match="divisible"):
         WorldEncoderConfig(dim=30, heads=4)
     with pytest.raises(ConfigError, match="patches of"):
-        WorldEncoderConfig(stem_channels=(8,))
+        WorldEncoderConfig(stem_channels=(8, 16))
 
 
 def test_training_targets_localise_objects_and_extras():
@@ -108,8 +108,15 @@ def test_training_targets_localise_objects_and_extras():
 def test_a_short_training_run_saves_a_loadable_encoder(tmp_path):
     progress = []
     report = train_world_encoder(
-        tmp_path / "enc", steps=3, batch_size=8, seed=1000, progress=progress.append,
-        n_images=16, n_eval=10, config=WorldEncoderConfig(**TINY), threads=None,
+        tmp_path / "enc",
+        steps=3,
+        batch_size=8,
+        seed=1000,
+        progress=progress.append,
+        n_images=16,
+        n_eval=10,
+        config=WorldEncoderConfig(**TINY),
+        threads=None,
     )
     assert report["final_train"]["step"] == 3 and np.isfinite(report["final_train"]["loss"])
     assert set(report["held_out"]) >= {"probe_pooled_patches", "head_pooled", "patch_accuracy"}
@@ -117,3 +124,26 @@ def test_a_short_training_run_saves_a_loadable_encoder(tmp_path):
     assert load_energy_model(tmp_path / "enc").dim == 16
     with pytest.raises(ConfigError, match="steps"):
         train_world_encoder(tmp_path / "bad", steps=0, batch_size=8, seed=1000)
+
+
+def test_patch_tokens_carry_local_concepts(world_model):
+    """Object patches read out the object's classes, background patches the background, extras where they lie."""
+    data = render_training_set(seed=7, n=120)
+    tokens = world_model.encode(data.images).tokens
+    logits = world_model.model.patch_logits(tokens)
+    cover = torch.from_numpy(data.cover).flatten(2)  # (n, 4, 64)
+    on_object, on_background = cover[:, 0] >= 0.5, cover[:, 0] < 0.5
+    classes = torch.from_numpy(data.classes)
+    families = list(world_model.config.patch_families)
+    for family, where, floor in (
+        ("colour", on_object, 0.95),
+        ("shape", on_object, 0.85),
+        ("background", on_background, 0.95),
+    ):
+        hits = logits[family].argmax(dim=-1) == classes[:, families.index(family), None]
+        assert hits[where].float().mean() > floor, family
+    extras = world_model.config.patch_extras
+    for slot, extra in enumerate(extras, start=1):
+        covered = (cover[:, slot] > 0).reshape(-1, 1)
+        located = auroc(logits["extras"][..., extras.index(extra)].reshape(-1, 1), covered)
+        assert located.item() > 0.9, extra

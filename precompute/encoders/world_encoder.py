@@ -1,0 +1,336 @@
+"""The world encoder: the embedded world's energy model, a small ViT that tokenises like DINOv2.
+
+Real DINOv2 weights cannot be fetched on our machines, yet the output lens needs an
+energy model whose tokens linearly encode the concepts behind an image (seed 001,
+section 3: the SAE recovers concepts that the energy model lays out along roughly
+linear directions). For the embedded world (DESIGN section 6) the project trains and
+ships this one:
+
+- input: a 64 x 64 RGB world image (other sizes are resized, bicubic), scaled to
+  [-1, 1];
+- a hybrid ViT (Dosovitskiy et al. 2021, section 3.1 "Hybrid Architecture"): a small
+  ResNet stem (per stage a 3 x 3 stride-2 convolution, batch norm, GELU and one
+  residual block; three stages, 64 -> 8) whose 8 x 8 feature map is projected
+  (1 x 1) into patch embeddings. In our runs a ViT with a plain convolutional stem
+  (no normalisation, no residuals) learned colours and backgrounds but not shape,
+  count or position within 15 CPU-minutes; with the ResNet stem they are learned
+  after a few hundred steps, and every patch token gets the local texture and
+  outline (wood grain, stripes, corners) it must encode;
+- a CLS token, learned position embeddings, ``depth`` pre-norm transformer blocks
+  and a final layer norm, so the output reads like DINOv2's ``x_norm`` tokens:
+  1 CLS + 8 x 8 = 65 tokens, patches row-major, ``grid = (8, 8)``.
+
+It is plain torch rather than a tiny transformers ViT because transformers' ViT and
+DINOv2 classes have no hybrid stem, and a 200-line module with its own
+``config.json`` + ``model.safetensors`` is easier to audit than a remote-code model.
+The training objective (supervised by the world's ground truth, not
+self-supervised) lives in ``train_world_encoder``; the heads it trains ship with the
+weights so the concept read-out can be checked (``concept_logits``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from precompute.encoders.base import EnergyModel
+from precompute.encoders.preprocess import ImageBatch, as_pil_list
+from precompute.errors import ConfigError
+from precompute.fileio import write_text_atomic
+from precompute.world.concepts import CONCEPTS, EXTRAS, FAMILY_MEMBERS
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_TYPE = "blindspot_world_encoder"
+#: where the shipped weights live (``load_energy_model("world")``)
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "world-encoder"
+
+
+def _default_families() -> dict[str, list[str]]:
+    return {family: list(FAMILY_MEMBERS[family]) for family in ("shape", "colour", "pattern", "background")}
+
+
+@dataclass(frozen=True)
+class WorldEncoderConfig:
+    """Shape of the network and the names its heads predict; saved as ``config.json``.
+
+    ``concepts`` are the image-level targets (every world concept, extras and
+    background included); ``patch_families`` the per-patch classes (shape, colour,
+    pattern at object patches; background at background patches); ``patch_extras``
+    the extras whose per-patch coverage is predicted.
+    """
+
+    image_size: int = 64
+    patch_size: int = 8
+    dim: int = 128
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: int = 2
+    stem_channels: tuple[int, ...] = (32, 64, 128)
+    stem_blocks: int = 1
+    concepts: list[str] = field(default_factory=lambda: [c.name for c in CONCEPTS])
+    patch_families: dict[str, list[str]] = field(default_factory=_default_families)
+    patch_extras: list[str] = field(default_factory=lambda: list(EXTRAS))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stem_channels", tuple(self.stem_channels))
+        for name in ("image_size", "patch_size", "dim", "depth", "heads", "mlp_ratio", "stem_blocks"):
+            value = getattr(self, name)
+            minimum = 0 if name == "stem_blocks" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"world encoder {name} must be an integer >= {minimum}, got {value!r}")
+        if self.dim % self.heads:
+            raise ConfigError(f"world encoder dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if 2 ** len(self.stem_channels) != self.patch_size:
+            raise ConfigError(
+                f"the stem halves the image once per stage: {len(self.stem_channels)} stages "
+                f"make patches of {2 ** len(self.stem_channels)}, but patch_size is {self.patch_size}"
+            )
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+
+    @property
+    def side(self) -> int:
+        """Patches per side of the grid."""
+        return self.image_size // self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": MODEL_TYPE, **asdict(self), "stem_channels": list(self.stem_channels)}
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> WorldEncoderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(document) - known - {"model_type"})
+        if unknown:
+            raise ConfigError(f"world encoder config has unknown keys {unknown}; expected {sorted(known)}")
+        return cls(**{k: v for k, v in document.items() if k in known})
+
+
+def _downsample(c_in: int, c_out: int) -> nn.Sequential:
+    """Halve the resolution: 3x3 stride-2 convolution, batch norm, GELU."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+class ResidualBlock(nn.Module):
+    """ResNet basic block at constant width: ``gelu(x + bn(conv(gelu(bn(conv(x))))))``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W)
+        return F.gelu(x + self.norm2(self.conv2(F.gelu(self.norm1(self.conv1(x))))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, n, dim)
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v)  # (B, heads, n, dim / heads)
+        x = x + self.proj(attended.transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class WorldEncoder(nn.Module):
+    """The network: stem -> CLS + position embeddings -> blocks -> final layer norm (+ heads).
+
+    ``forward(pixels)`` returns the (B, 1 + side^2, dim) tokens; ``concept_logits``
+    and ``patch_logits`` read them out with the trained heads.
+    """
+
+    def __init__(self, config: WorldEncoderConfig | None = None):
+        super().__init__()
+        self.config = config or WorldEncoderConfig()
+        cfg = self.config
+        stages: list[nn.Module] = []
+        width = 3
+        for channels in cfg.stem_channels:
+            stages.append(_downsample(width, channels))
+            stages += [ResidualBlock(channels) for _ in range(cfg.stem_blocks)]
+            width = channels
+        # the hybrid ViT's patch embedding: a 1x1 projection of the CNN feature map
+        self.stem = nn.Sequential(*stages, nn.Conv2d(width, cfg.dim, kernel_size=1))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + cfg.side**2, cfg.dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        n_patch_out = 1 + sum(len(v) for v in cfg.patch_families.values()) + len(cfg.patch_extras)
+        self.heads = nn.ModuleDict(
+            {
+                "concepts_cls": nn.Linear(cfg.dim, len(cfg.concepts)),  # presence from the CLS token
+                "concepts_pooled": nn.Linear(cfg.dim, len(cfg.concepts)),  # presence from mean patch token
+                "patch": nn.Linear(cfg.dim, n_patch_out),  # object cover, family classes, extras cover
+            }
+        )
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """(B, 3, size, size) pixels in [-1, 1] -> (B, 1 + side^2, dim) layer-normed tokens."""
+        patches = self.stem(pixels).flatten(2).transpose(1, 2)  # (B, side^2, dim)
+        x = torch.cat([self.cls_token.expand(len(patches), -1, -1), patches], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def concept_logits(self, tokens: Tensor) -> dict[str, Tensor]:
+        """Image-level concept logits (B, n_concepts) from the CLS and from the mean patch token."""
+        return {
+            "cls": self.heads["concepts_cls"](tokens[:, 0]),
+            "pooled": self.heads["concepts_pooled"](tokens[:, 1:].mean(dim=1)),
+        }
+
+    def patch_logits(self, tokens: Tensor) -> dict[str, Tensor]:
+        """Per-patch logits: ``cover`` (B, P), each family (B, P, n_members), ``extras`` (B, P, n_extras)."""
+        out = self.heads["patch"](tokens[:, 1:])
+        logits = {"cover": out[..., 0]}
+        start = 1
+        for family, members in self.config.patch_families.items():
+            logits[family] = out[..., start : start + len(members)]
+            start += len(members)
+        logits["extras"] = out[..., start:]
+        return logits
+
+    # -- storage ------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (float weights as float32, no pickles)."""
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            name: (value.float() if value.is_floating_point() else value).detach().cpu().contiguous()
+            for name, value in self.state_dict().items()
+        }
+        tmp = path / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "model_type": MODEL_TYPE})
+        os.replace(tmp, path / WEIGHTS_FILE)
+        write_text_atomic(path / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> WorldEncoder:
+        """Load a folder written by ``save_pretrained``; ``ConfigError`` saying what is wrong."""
+        path = Path(folder)
+        config = read_world_config(path)
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ConfigError(f"world encoder folder {path} has no {WEIGHTS_FILE}")
+        model = cls(config)
+        state = load_file(str(weights))
+        expected = set(model.state_dict())
+        if set(state) != expected:
+            raise ConfigError(
+                f"{weights} does not fit its config: missing {sorted(expected - set(state))}, "
+                f"unexpected {sorted(set(state) - expected)}"
+            )
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def read_world_config(path: Path) -> WorldEncoderConfig:
+    """The ``WorldEncoderConfig`` of a weights folder, or ``ConfigError``."""
+    config_path = Path(path) / CONFIG_FILE
+    if not config_path.is_file():
+        raise ConfigError(f"world encoder folder {path} has no {CONFIG_FILE}")
+    try:
+        document = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {config_path}: {err}") from err
+    if document.get("model_type") != MODEL_TYPE:
+        raise ConfigError(f"{config_path}: expected model_type {MODEL_TYPE!r}, got {document.get('model_type')!r}")
+    return WorldEncoderConfig.from_dict(document)
+
+
+def world_pixels(images: ImageBatch, size: int = 64) -> Tensor:
+    """World images -> (B, 3, size, size) float32 in [-1, 1]; other sizes resized (bicubic).
+
+    A (B, size, size, 3) uint8 array, the common case, is converted in one operation.
+    """
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == (size, size, 3):
+        pixels = images
+    else:
+        resized = [
+            image if image.size == (size, size) else image.resize((size, size), Image.Resampling.BICUBIC)
+            for image in as_pil_list(images)
+        ]
+        pixels = np.stack([np.asarray(image) for image in resized])
+    batch = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).to(torch.float32)
+    return batch.div_(127.5).sub_(1.0)
+
+
+class WorldEnergyModel(EnergyModel):
+    """The world encoder behind the ``EnergyModel`` interface (65 tokens: CLS + 8 x 8 patches)."""
+
+    def __init__(
+        self,
+        source: str | os.PathLike = SHIPPED_WEIGHTS,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "fp32",
+    ):
+        super().__init__(device, dtype)
+        self.model = WorldEncoder.from_pretrained(source).to(self.device, self.dtype)
+        self.name = "world" if Path(source).resolve() == SHIPPED_WEIGHTS.resolve() else str(source)
+
+    @property
+    def config(self) -> WorldEncoderConfig:
+        return self.model.config
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.config.side, self.config.side)
+
+    @property
+    def n_prefix(self) -> int:
+        return 1
+
+    def preprocess(self, images: ImageBatch) -> Tensor:
+        """Resize to the encoder's size if needed (bicubic) and scale to [-1, 1]."""
+        return world_pixels(images, self.config.image_size)
+
+    def _forward(self, pixels: Tensor) -> Tensor:
+        return self.model(pixels)
+
+    def world_embeddings(self, images: ImageBatch) -> Tensor:
+        """(batch, dim) L2-normalised mean patch token, float32: the internal lens's semantic embedding.
+
+        The mean patch token is what the encoder was trained to make linearly
+        predictive of every world concept, so cosine distances between these
+        embeddings (RAIGen's distinctiveness) track concept differences.
+        """
+        tokens = self.encode(images)
+        return F.normalize(tokens.tokens[:, tokens.patch_mask].float().mean(dim=1), dim=-1)
+
+    def embed(self, images: ImageBatch) -> Tensor:
+        return self.world_embeddings(images)
+
+    def concept_probabilities(self, images: ImageBatch) -> Tensor:
+        """(batch, n_concepts) presence probabilities of the trained pooled head, float32."""
+        tokens = self.encode(images).tokens
+        with torch.no_grad():
+            return torch.sigmoid(self.model.concept_logits(tokens)["pooled"].float())
