@@ -15,6 +15,7 @@ import json
 import re
 from collections import Counter
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 from transformers import CLIPTokenizer
@@ -77,7 +78,7 @@ def learn_merges(words: tuple[str, ...]) -> list[tuple[str, str]]:
         open_words = [p for p in pieces.values() if len(p) > 1]
         if not open_words:
             return merges
-        pairs = Counter(pair for p in open_words for pair in zip(p[:-1], p[1:]))
+        pairs = Counter(pair for p in open_words for pair in pairwise(p))
         top = max(pairs.values())
         best = min(pair for pair, n in pairs.items() if n == top)
         merges.append(best)

@@ -17,7 +17,13 @@ from precompute.generators.world_model import (
     images_to_sample,
     sample_to_images,
 )
-from precompute.generators.world_tokenizer import MAX_LENGTH, build_world_tokenizer, caption_words, clip_words, learn_merges
+from precompute.generators.world_tokenizer import (
+    MAX_LENGTH,
+    build_world_tokenizer,
+    caption_words,
+    clip_words,
+    learn_merges,
+)
 from precompute.world import World
 
 SHIPPED = Path(__file__).resolve().parents[3] / "precompute" / "world" / "weights" / "world-model"
@@ -172,8 +178,8 @@ def test_training_checkpoints_resumes_and_exports(tmp_path):
 
     from precompute.generators.train_world_model import TrainConfig, train_world_model
 
-    kwargs = dict(batch_size=4, checkpoint_every=1, work_dir=tmp_path / "work",
-                  model_config=WorldModelConfig.tiny(), n_images=16)
+    kwargs = {"batch_size": 4, "checkpoint_every": 1, "work_dir": tmp_path / "work",
+              "model_config": WorldModelConfig.tiny(), "n_images": 16}
     out = train_world_model(tmp_path / "model", steps=1, **kwargs)
     train_world_model(out, steps=2, **kwargs)
     state = json.loads((tmp_path / "work" / "state.json").read_text())
