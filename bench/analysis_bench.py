@@ -39,7 +39,7 @@ def encode_side(chunks, concepts, tokens):
     """Per-image energies (sum over tokens) and Z^T Z from stored token-code chunks."""
     cooc = Cooccurrence(concepts)
     energy_parts = []
-    for start, codes in chunks:
+    for _start, codes in chunks:
         n_images = codes.shape[0] // tokens
         image_of_token = sp.csr_array((np.ones(codes.shape[0], dtype=np.float32),
                                        (np.repeat(np.arange(n_images), tokens), np.arange(codes.shape[0]))),

@@ -15,7 +15,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -94,7 +94,7 @@ class HFSourceConfig(_Table):
 
 
 SourceConfig = Annotated[
-    Union[WorldSourceConfig, FolderSourceConfig, UrlSourceConfig, HFSourceConfig],
+    WorldSourceConfig | FolderSourceConfig | UrlSourceConfig | HFSourceConfig,
     Field(discriminator="kind"),
 ]
 
@@ -108,7 +108,7 @@ class PlantedEffectConfig(_Table):
     replace_with: str | None = None
 
     @model_validator(mode="after")
-    def _known_concepts(self) -> "PlantedEffectConfig":
+    def _known_concepts(self) -> PlantedEffectConfig:
         from precompute.world import PlantedEffect
 
         try:  # the world's own rules: known concept names, a replacement of the same family
@@ -172,7 +172,7 @@ class DiffusersGeneratorConfig(_GeneratorBase):
     device: str = Field("auto", description="'auto' (CUDA when available, one GPU per process), 'cpu', 'cuda:1'")
 
     @model_validator(mode="after")
-    def _fill_model_defaults(self) -> "DiffusersGeneratorConfig":
+    def _fill_model_defaults(self) -> DiffusersGeneratorConfig:
         defaults = model_defaults(self.model)
         for key, value in defaults.items():
             if getattr(self, key) is None:
@@ -181,7 +181,7 @@ class DiffusersGeneratorConfig(_GeneratorBase):
 
 
 GeneratorConfig = Annotated[
-    Union[PlantedGeneratorConfig, WorldModelGeneratorConfig, DiffusersGeneratorConfig],
+    PlantedGeneratorConfig | WorldModelGeneratorConfig | DiffusersGeneratorConfig,
     Field(discriminator="kind"),
 ]
 
@@ -219,7 +219,7 @@ class AnalysisConfig(_Table):
     bootstrap: int = Field(1000, ge=0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "AnalysisConfig":
+    def _ordered(self) -> AnalysisConfig:
         if self.suppressed_below >= self.exaggerated_above:
             raise ValueError(
                 f"suppressed_below ({self.suppressed_below}) must be below exaggerated_above ({self.exaggerated_above})"

@@ -199,7 +199,7 @@ def _apply_orientation(image: Image.Image, label: str) -> Image.Image:
     """Rotate/flip by the EXIF orientation tag; a malformed EXIF block is ignored."""
     try:
         return ImageOps.exif_transpose(image)
-    except Exception as err:  # noqa: BLE001 - bad EXIF must not cost a usable image
+    except Exception as err:
         log.debug("ignoring malformed EXIF orientation in %s: %s", label, err)
         return image
 

@@ -31,7 +31,7 @@ class AtlasBuilder:
         self.temp = self.target.parent / f".{self.target.name}.building-{os.getpid()}"
         self.connection: duckdb.DuckDBPyConnection | None = None
 
-    def __enter__(self) -> "AtlasBuilder":
+    def __enter__(self) -> AtlasBuilder:
         if self.target.exists() and not (self.target / ATLAS_DB).is_file():
             raise AtlasError(f"{self.target} exists and is not an atlas (no {ATLAS_DB}); refusing to replace it")
         shutil.rmtree(self.temp, ignore_errors=True)

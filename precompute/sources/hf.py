@@ -131,7 +131,7 @@ class HFSource:
             return datasets.load_dataset(self.dataset_name, config_name, split=self.split, streaming=streaming)
         except DataError:
             raise
-        except Exception as err:  # noqa: BLE001 - datasets raises many types; the user needs one message
+        except Exception as err:
             raise DataError(
                 f"cannot load Hugging Face dataset {self.dataset_name!r} split {self.split!r}: {err}"
             ) from err

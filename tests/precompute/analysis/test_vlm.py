@@ -26,7 +26,7 @@ def endpoint():
     state = {"requests": [], "fail": False}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state["requests"].append((self.path, dict(self.headers), body))
             if state["fail"]:

@@ -70,7 +70,7 @@ def _make_handler(server: ImageServer, seen: Counter):
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path
             server.hit(path)
             with server.lock:  # first-time state survives server.reset()
