@@ -98,7 +98,7 @@ class RASAE(BatchTopKSAE):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Atom i starts on candidate ``i mod n_candidates`` with a little random mass
-        elsewhere (so repeated candidates differ); encoder rows = normalised atoms."""
+        elsewhere (so repeated candidates differ); encoder rows along the atoms."""
         n, m = self.config.n_concepts, self.config.n_candidates
         anchor = torch.zeros(n, m)
         anchor[torch.arange(n), torch.arange(n) % m] = 1.0
@@ -108,7 +108,11 @@ class RASAE(BatchTopKSAE):
         self._fused = None
         self.constrain_()
         atoms = self._compute_dictionary()
-        self.W_enc.copy_(atoms / atoms.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        # Encoder rows along the atoms, scaled by 1 / (k |atom|^2): a token near an atom gets a
+        # code near 1 / k, so the k active atoms start by reconstructing it at its own scale.
+        # (Unit rows would give codes near |x|: with atoms of data norm the first reconstructions
+        # are about k |x| too long, and training diverges on tokens of large norm.)
+        self.W_enc.copy_(atoms / (atoms.square().sum(dim=-1, keepdim=True).clamp_min(1e-12) * self.config.k))
         self.b_enc.zero_()
         self.b_dec.zero_()
 

@@ -16,7 +16,6 @@ never held densely for more than a chunk of tokens, and never as a K x K matrix.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 from precompute.analysis.cooccurrence import Cooccurrence
 from precompute.errors import ConfigError
 from precompute.manifest import Manifest
-from precompute.stages.common import StageContext, digest_of
+from precompute.stages.common import StageContext, digest_of, file_digest
 from precompute.stages.images import ImageSet, image_sets
 from precompute.stages.shards import ShardStore
 from precompute.stages.common import resolve_device
@@ -44,15 +43,6 @@ MAPS = pa.schema([
 CODE_CHUNK = 2 ** 24  # codes held densely at once (tokens x concepts), about 64 MB of float32
 
 
-def file_digest(path: Path) -> str:
-    """blake2b of a file's bytes, read in 8 MB blocks."""
-    hasher = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while block := handle.read(8 << 20):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
 def lens_digest(ctx: StageContext) -> str:
     """The output lens's key: energy model, SAE content and energy rule.
 
@@ -65,7 +55,7 @@ def lens_digest(ctx: StageContext) -> str:
         raise ConfigError(f"no output-lens SAE at {path}: give encode.sae or run the train stage first")
     encode = ctx.config.encode
     return digest_of(encode.energy_model, file_digest(path / "model.safetensors"),
-                     (path / "config.json").read_text(), encode.patch_tokens_only)
+                     (path / "config.json").read_text(), encode.patch_tokens_only, ctx.energy_identity())
 
 
 def lens_dir(ctx: StageContext, digest: str) -> Path:
@@ -93,9 +83,32 @@ class Lens:
         self.batch_size = encode.batch_size
         self.digest = lens_digest(ctx)
 
+    @classmethod
+    def from_parts(cls, model, sae, patch_tokens_only: bool, batch_size: int = 64) -> Lens:
+        """A lens from a loaded energy model and SAE (the steering service measures its images with the atlas's)."""
+        if sae.input_dim != model.dim:
+            raise ConfigError(f"the output-lens SAE takes tokens of dimension {sae.input_dim}, but the energy "
+                              f"model {model.name!r} gives tokens of dimension {model.dim}")
+        lens = cls.__new__(cls)
+        lens.model, lens.sae = model, sae.eval()
+        lens.patch_mask, lens.patch_only = model.patch_mask, patch_tokens_only
+        lens.batch_size, lens.digest = batch_size, ""
+        return lens
+
     @property
     def n_concepts(self) -> int:
         return self.sae.n_concepts
+
+    def energy(self, codes: torch.Tensor) -> torch.Tensor:
+        """(b, tokens, K) codes -> (b, K) energies: the sum over all tokens (the paper's code), or patches only."""
+        return (codes[:, self.patch_mask] if self.patch_only else codes).sum(1)
+
+    def energies(self, paths: list[Path]) -> torch.Tensor:
+        """(images, K) energies of image files, as the encode stage computes them."""
+        energy = torch.zeros(len(paths), self.n_concepts)
+        for first, codes in self.codes(paths):
+            energy[first:first + codes.shape[0]] = self.energy(codes)
+        return energy
 
     def codes(self, paths: list[Path]):
         """Yield (first image index, codes (b, tokens, K) float32 on CPU) over ``paths`` in small chunks."""
@@ -122,7 +135,7 @@ def _encode_shard(lens: Lens, image_set: ImageSet, rows: list[int], keep: int):
     cooc = Cooccurrence(lens.n_concepts)
     for first, codes in lens.codes(paths):
         patches = codes[:, lens.patch_mask]
-        energy[first:first + codes.shape[0]] = (patches if lens.patch_only else codes).sum(1)
+        energy[first:first + codes.shape[0]] = lens.energy(codes)
         patch_mean[first:first + codes.shape[0]] = patches.mean(1)
         flat = codes.reshape(-1, codes.shape[-1])
         token, active = flat.nonzero(as_tuple=True)

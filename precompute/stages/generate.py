@@ -27,7 +27,7 @@ from precompute.errors import ConfigError
 from precompute.generators.distributed import ProcessSlot, current_slot
 from precompute.images import save_png
 from precompute.manifest import Manifest
-from precompute.stages.common import StageContext, digest_of
+from precompute.stages.common import StageContext, digest_of, weights_identity
 from precompute.stages.sample import ANNOTATIONS, ITEMS, SKIPPED, sample_store
 from precompute.stages.shards import ShardStore
 
@@ -97,8 +97,19 @@ PREFLIGHTS: dict[str, Callable[[Any], None]] = {"diffusers": _preflight_diffuser
 NOT_YET: dict[str, str] = {}  # kinds named in configs but not built yet: none left
 
 
+def _weights(generator: GeneratorConfig) -> list[str]:
+    """The identity of a generator's weights: retrained weights at the same path are a new generator."""
+    if isinstance(generator, WorldModelGeneratorConfig):
+        from precompute.generators.registry import WORLD_WEIGHTS
+
+        return [weights_identity(generator.path or WORLD_WEIGHTS)]
+    if isinstance(generator, DiffusersGeneratorConfig):
+        return [weights_identity(ref) for ref in (generator.model, generator.unet, generator.prior) if ref]
+    return []
+
+
 def generator_store(ctx: StageContext, generator: GeneratorConfig) -> ShardStore:
-    digest = digest_of(ctx.sample_digest(), generator.model_dump(mode="json"))
+    digest = digest_of(ctx.sample_digest(), generator.model_dump(mode="json"), _weights(generator))
     return ShardStore(ctx.work / "generate" / generator.name, digest)
 
 

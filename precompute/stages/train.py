@@ -36,7 +36,7 @@ def trained_sae_dir(ctx: StageContext) -> Path:
     encode = ctx.config.encode
     lens = {k: v for k, v in encode.model_dump(mode="json").items()
             if k not in ("exemplars", "patch_tokens_only", "device", "batch_size")}
-    return ctx.work / "train" / f"sae-{digest_of(ctx.sample_digest(), lens)}"
+    return ctx.work / "train" / f"sae-{digest_of(ctx.sample_digest(), lens, ctx.energy_identity())}"
 
 
 def sae_path(ctx: StageContext) -> Path:
@@ -67,7 +67,8 @@ def run_train(ctx: StageContext) -> dict | None:
     else:
         # Shared by every SAE trained on the same tokens (SAEs of other seeds, sizes or variants).
         token_dir = out.parent / ("tokens-" + digest_of(ctx.sample_digest(), encode.energy_model, encode.dtype,
-                                                          encode.train_tokens, ctx.config.run.seed))
+                                                          encode.train_tokens, ctx.config.run.seed,
+                                                          ctx.energy_identity()))
         if not (token_dir / "done.json").is_file():
             _write_tokens(ctx, token_dir)
         log_every = 10

@@ -129,3 +129,18 @@ def test_train_config_is_validated():
         TrainConfig(amp="fp8")
     with pytest.raises(ConfigError, match="unknown training config key"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_rasae_starts_at_the_scale_of_tokens_with_a_large_norm():
+    # Layer-normed transformer tokens: a large shared mean, norm about 19 in 128 dimensions.
+    g = torch.Generator().manual_seed(3)
+    tokens = 2.0 * synthetic_tokens(n=4096, dim=DIM) + 3.0 * torch.randn(DIM, generator=g)
+    sae = make_sae("rasae", tokens=tokens).eval()  # per-token top-k until a threshold is estimated
+    with torch.no_grad():
+        _, _, x_hat = sae(tokens)
+    sae.train()
+    # before any training the reconstruction is within a factor of two of the data's scale
+    ratio = (x_hat.norm(dim=-1) / tokens.norm(dim=-1)).median()
+    assert 0.5 < float(ratio) < 2.0
+    report = train_sae(sae, tokens, TrainConfig(batch_size=256, steps=300, lr=1e-2, log_every=50))
+    assert report.final["explained_variance"] > 0.2  # (unit encoder rows: about -4,000 on such tokens)
