@@ -237,6 +237,57 @@ class LabelsConfig(_Table):
     vlm_timeout_s: float = Field(30.0, gt=0)
 
 
+class ProbeConfig(_Table):
+    """The attribution probes of the internal lens (DiffLens, seed 002, "Gradient-Based Bias Feature Localization").
+
+    One logistic probe per output-lens concept, from an image's mean-pooled internal
+    codes to the concept's presence (energy > 0) in that image.
+    """
+
+    min_positives: int = Field(10, ge=2, description="concepts with fewer positive (or negative) images are skipped")
+    holdout: float = Field(0.25, gt=0.0, lt=1.0, description="share of images held out to measure the probe's AUROC")
+    l2: float = Field(1e-3, ge=0.0, description="L2 penalty on the probe weights (standardised inputs)")
+    steps: int = Field(100, ge=1, le=10_000, description="L-BFGS iterations of the joint fit")
+    top: int = Field(10, ge=1, le=1000, description="internal features kept per concept, most attributed first")
+
+
+class InternalConfig(_Table):
+    """One ``[[internal]]`` table: the internal lens of one generator (RAIGen, seed 000).
+
+    A Matryoshka BatchTopK SAE on the activations the generator captured at ``point``
+    (every spatial position one sample), minority scores of its coarsest group, and
+    DiffLens-style attribution of output-lens concepts to those features. Defaults:
+    seed 000 ("Loss & Training"; the issue's RAIGen settings) for the SAE. Seed 000 gives
+    neither the group sizes nor tau in numbers: the first group is 1/16 of the
+    features (as wide as the hooked activation at expansion 16, and the output lens's
+    Matryoshka split), and tau = 0.05 (see ``precompute.internal.minority``).
+    """
+
+    generator: str = Field(description="name of a generator of this config that captures `point`")
+    point: str | None = Field(None, description="hook point; default: the generator's first capture point")
+    step: int = Field(-1, description="captured denoising step; -1 is the last")
+    expansion: int = Field(16, ge=1, le=256, description="SAE features per activation channel")
+    k: int = Field(32, ge=1, description="active features per position (BatchTopK: the batch average)")
+    group_fractions: tuple[float, ...] = Field((0.0625, 0.9375), description="Matryoshka group sizes as fractions")
+    aux_coefficient: float = Field(1 / 32, ge=0.0)
+    lr: float = Field(3e-4, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(4096, ge=1)
+    nms_tau: float = Field(0.05, ge=0.0, le=2.0, description="features closer than this (centroid cosine distance) "
+                                                             "to a better-scoring kept feature are dropped")
+    semantic_model: str = Field("world", description="'world' (the world encoder), or a CLIP hub id or folder")
+    exemplars: int = Field(8, ge=1, le=64, description="top generated images kept per feature")
+    probe: ProbeConfig = ProbeConfig()
+    seed: int = Field(0, ge=0)
+
+    @field_validator("group_fractions")
+    @classmethod
+    def _fractions(cls, fractions: tuple[float, ...]) -> tuple[float, ...]:
+        if not fractions or any(not 0 < f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+            raise ValueError(f"group_fractions must be fractions in (0, 1] summing to 1, got {list(fractions)}")
+        return fractions
+
+
 class RunConfig(_Table):
     """A whole run config (one TOML file)."""
 
@@ -246,6 +297,7 @@ class RunConfig(_Table):
     encode: EncodeConfig = EncodeConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     labels: LabelsConfig = LabelsConfig()
+    internal: tuple[InternalConfig, ...] = ()
 
     @field_validator("generators")
     @classmethod
@@ -343,7 +395,42 @@ def parse_config(data: dict, base: Path | None = None, origin: str = "config") -
     except ValidationError as exc:
         lines = [f"{_format_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
         raise ConfigError(f"invalid config {origin}:\n  " + "\n  ".join(lines)) from None
-    return _resolve_paths(config, base or Path.cwd())
+    return _check_internal(_resolve_paths(config, base or Path.cwd()), origin)
+
+
+def _check_internal(config: RunConfig, origin: str) -> RunConfig:
+    """Tie each ``[[internal]]`` table to a generator that captures its point and step; fill the default point."""
+    problems: list[str] = []
+    tables = []
+    by_name = {g.name: g for g in config.generators}
+    for i, table in enumerate(config.internal):
+        generator = by_name.get(table.generator)
+        captures = getattr(generator, "capture", ())
+        if generator is None:
+            problems.append(f"internal[{i}].generator: {table.generator!r} is not a generator of this config "
+                            f"(generators: {', '.join(by_name) or 'none'})")
+        elif not captures:
+            problems.append(f"internal[{i}].generator: {table.generator!r} captures no activations; give it "
+                            "capture = [\"unet.mid_block\"] (or another hook point)")
+        else:
+            point = table.point or captures[0]
+            steps = generator.steps
+            wanted = {s % steps for s in generator.capture_steps if -steps <= s < steps}
+            if point not in captures:
+                problems.append(f"internal[{i}].point: {point!r} is not captured by {table.generator!r} "
+                                f"(capture: {list(captures)})")
+            elif not -steps <= table.step < steps or table.step % steps not in wanted:
+                problems.append(f"internal[{i}].step: step {table.step} is not captured by {table.generator!r} "
+                                f"(capture_steps: {list(generator.capture_steps)} of {steps} steps)")
+            table = table.model_copy(update={"point": point})
+        tables.append(table)
+    names = [t.generator for t in config.internal]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"internal: one table per generator; repeated: {', '.join(repeated)}")
+    if problems:
+        raise ConfigError(f"invalid config {origin}:\n  " + "\n  ".join(problems))
+    return config.model_copy(update={"internal": tuple(tables)})
 
 
 def load_config(path: str | Path) -> RunConfig:

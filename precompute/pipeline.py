@@ -1,6 +1,6 @@
 """The pipeline: run a config's stages in order, each resumable, and say which do not exist yet.
 
-Stages (DESIGN.md section 4): sample, generate, encode, train, analyze, build. A stage
+Stages (DESIGN.md section 4): sample, generate, encode, train, analyze, internal, build. A stage
 that is not built yet is reported as such, never faked; ``build`` publishes whatever
 the finished stages produced as an atlas.
 """
@@ -39,6 +39,7 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("train", "the output-lens SAE on real-image tokens, unless the config gives one", True),
     StageInfo("encode", "energy-model tokens -> SAE codes -> per-image energies, exemplars, co-occurrence", True),
     StageInfo("analyze", "delta, blindspots, datapoints, co-occurrence spectra, UMAP, labels", True),
+    StageInfo("internal", "internal SAE on captured activations, minority features, concept attribution", True),
     StageInfo("build", "write the atlas atomically", True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -128,8 +129,8 @@ def run_pipeline(
     report = PipelineReport()
     lens = None  # the output lens (energy model + SAE), loaded once for encode and analyze
     for stage in STAGES:
-        if stage.name not in chosen:
-            continue
+        if stage.name not in chosen or (stage.name == "internal" and not config.internal):
+            continue  # a config without [[internal]] tables asks for no internal lens
         if not stage.available:
             report.notes.append(f"stage {stage.name} ({stage.description}): not available yet, {stage.note}")
             say(report.notes[-1])
@@ -157,6 +158,10 @@ def run_pipeline(
                 report.manifests.extend(run_encode(ctx, lens))
             else:
                 report.manifests.append(run_analyze(ctx, lens))
+        elif stage.name == "internal":
+            from precompute.stages.internal import run_internal
+
+            report.manifests.extend(run_internal(ctx))
         elif stage.name == "build":
             report.manifests.append(run_build(ctx, Path(out)))
         report.ran.append(stage.name)

@@ -5,7 +5,7 @@ stages add their tables here. ``SCHEMA_VERSION`` changes whenever a table change
 so a reader can refuse an atlas it does not understand.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES: dict[str, str] = {
     # key/value facts of the build: schema_version, config_digest, config (JSON), built_at, stages.
@@ -135,6 +135,43 @@ TABLES: dict[str, str] = {
     "heatmaps": """CREATE TABLE heatmaps (
         source_id TEXT NOT NULL, concept INTEGER NOT NULL, item_id TEXT NOT NULL,
         grid_rows INTEGER NOT NULL, grid_cols INTEGER NOT NULL, scale REAL NOT NULL, heatmap BLOB NOT NULL
+    )""",
+    # --- the internal lens (internal stage; atlas_info 'internal' describes each generator's SAE) ---
+    # One row per scored feature (the coarsest Matryoshka group) of a generator's internal SAE (RAIGen, seed 000).
+    "internal_features": """CREATE TABLE internal_features (
+        source_id TEXT NOT NULL,       -- the generator
+        feature INTEGER NOT NULL,      -- index in the internal SAE (the coarsest group is its first features)
+        frequency DOUBLE NOT NULL,     -- nu: share of captured spatial positions where the feature fires
+        distinctiveness DOUBLE,        -- d: cosine distance of its activation-weighted semantic centroid to the
+                                       -- global centroid; NULL when the feature never fires
+        minority DOUBLE,               -- minmax(d) * (1 - minmax(nu)) over the live features; NULL when dead
+        kept BOOLEAN NOT NULL,         -- survives the greedy NMS by centroid cosine distance (tau)
+        minority_rank INTEGER,         -- 0 = most minority among kept, NULL if not kept
+        label TEXT NOT NULL,           -- the world concept (or caption word) its activation goes with most, or ''
+        PRIMARY KEY (source_id, feature)
+    )""",
+    # Top generated images of each feature by its mean code per captured position.
+    "internal_exemplars": """CREATE TABLE internal_exemplars (
+        source_id TEXT NOT NULL, feature INTEGER NOT NULL, rank INTEGER NOT NULL, item_id TEXT NOT NULL,
+        score DOUBLE NOT NULL
+    )""",
+    # The feature's code on every position of each exemplar: uint8 row-major grid like heatmaps (value =
+    # byte * scale / 255); none when a capture budget kept only part of the positions.
+    "internal_heatmaps": """CREATE TABLE internal_heatmaps (
+        source_id TEXT NOT NULL, feature INTEGER NOT NULL, item_id TEXT NOT NULL,
+        grid_rows INTEGER NOT NULL, grid_cols INTEGER NOT NULL, scale REAL NOT NULL, heatmap BLOB NOT NULL
+    )""",
+    # Per output-lens concept, the internal features that drive it most (DiffLens-style): mean integrated
+    # gradient of a logistic probe's probability over the images where the concept is present; rank 0 = most.
+    "attributions": """CREATE TABLE attributions (
+        source_id TEXT NOT NULL, concept INTEGER NOT NULL, rank INTEGER NOT NULL, feature INTEGER NOT NULL,
+        score DOUBLE NOT NULL
+    )""",
+    # Each concept's probe: images where the concept is present (energy > 0) and the held-out AUROC
+    # (NULL when no probe was fitted: too few positive or negative images).
+    "attribution_probes": """CREATE TABLE attribution_probes (
+        source_id TEXT NOT NULL, concept INTEGER NOT NULL, positives INTEGER NOT NULL, auroc DOUBLE,
+        PRIMARY KEY (source_id, concept)
     )""",
     # The manifest of every stage run that fed this atlas (config, versions, counts, time, skips).
     "manifests": """CREATE TABLE manifests (

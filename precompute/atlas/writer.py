@@ -67,6 +67,15 @@ class AtlasBuilder:
             shutil.rmtree(destination, ignore_errors=True)
             shutil.copytree(source, destination)
 
+    def add_model(self, source: Path, relative: str, names: tuple[str, ...] = ("config.json", "model.safetensors")) -> None:
+        """Place a saved model's files (``save_pretrained`` layout) at ``relative`` inside the atlas."""
+        destination = self.temp / relative
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if not (Path(source) / name).is_file():
+                raise AtlasError(f"cannot publish the model in {source}: {name} is missing")
+            shutil.copy2(Path(source) / name, destination / name)
+
     def commit(self) -> Path:
         """Close the database and swap the finished atlas into place."""
         self.set_info("built_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -18,6 +18,8 @@ from precompute.stages.common import StageContext
 from precompute.stages.generate import GENERATOR_KINDS, IMAGES, generator_store
 from precompute.stages.sample import ANNOTATIONS, ITEMS, SKIPPED, sample_store
 
+OUTPUT_SAE = "models/output-sae"  # the output-lens SAE inside the atlas (config.json + model.safetensors)
+
 
 def _stage_manifest(folder: Path) -> dict | None:
     path = folder / "manifest.json"
@@ -94,6 +96,10 @@ def run_build(ctx: StageContext, out: Path) -> dict:
         stages = ["sample", "generate"]
         if _add_output_lens(ctx, atlas):
             stages += ["train", "encode", "analyze"]
+        from precompute.stages.internal import publish_internal
+
+        if publish_internal(ctx, atlas):
+            stages.append("internal")
         manifest.counts.update(items=items.num_rows, generators=len(generators))
         atlas.add_manifest(manifest.to_dict())
         atlas.set_info("stages", json.dumps(stages + ["build"]))
@@ -140,6 +146,9 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
         encoded = _stage_manifest(encode_store(ctx, lens, source_id).folder)
         if encoded:
             atlas.add_manifest(encoded)
+    from precompute.stages.train import sae_path
+
+    atlas.add_model(sae_path(ctx), OUTPUT_SAE)  # the explorer's decoder cosines and the steering service's measure
     trained = _stage_manifest(ctx.work / "train")
     if trained and ctx.config.encode.sae is None:
         atlas.add_manifest(trained)
