@@ -11,9 +11,13 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app.routes import images, overview
+from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
+from app.routes import internal, steer
 from app.settings import Settings
 from backend.atlas import Atlas, NotFound
+from backend.explorer import Explorer
+from backend.labels import LabelStore, default_label_path, lens_identity
+from backend.steering_atlas import steering_services
 from precompute.errors import BlindspotError
 
 
@@ -23,9 +27,18 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.atlas = Atlas(settings.atlas)
+        labels = LabelStore(settings.labels or default_label_path(settings.atlas),
+                            lens_identity(app.state.atlas.root, app.state.atlas.info()))
+        app.state.explorer = Explorer(app.state.atlas, labels)
+        # steering only where the atlas has an internal lens; models load on the first request
+        app.state.steering, app.state.steering_unavailable = steering_services(app.state.atlas)
+        for service in app.state.steering.values():
+            service.start()
         try:
             yield
         finally:
+            for service in app.state.steering.values():
+                service.close()
             app.state.atlas.close()
 
     app = FastAPI(title="Blindspot Atlas", lifespan=lifespan)
@@ -34,6 +47,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(frontend / "static")), name="static")
     app.include_router(overview.router)
     app.include_router(images.router)
+    app.include_router(explorer.router)
+    app.include_router(concepts.router)
+    app.include_router(rankings.router)
+    app.include_router(compare.router)
+    app.include_router(datapoints.router)
+    app.include_router(cooccurrence.router)
+    app.include_router(internal.router)
+    app.include_router(steer.router)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:

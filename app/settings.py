@@ -11,3 +11,5 @@ class Settings:
     atlas: Path
     host: str = "127.0.0.1"
     port: int = 8000
+    # the user label store (outside the atlas, so labels survive rebuilds); None: `<atlas>.labels.json` beside it
+    labels: Path | None = None

@@ -87,3 +87,32 @@ def lens_atlas(tiny_dinov2, tmp_path_factory) -> Path:
     if report.ran != ["sample", "generate", "train", "encode", "analyze", "build"]:
         raise RuntimeError(f"the lens atlas fixture ran only {report.ran}")
     return out
+
+
+@pytest.fixture(scope="session")
+def world_internal_sae(tmp_path_factory) -> Path:
+    """An internal-lens SAE (Matryoshka BatchTopK) fitted for a few steps on the shipped world model's bottleneck."""
+    from tests.steering_support import fit_internal_sae
+
+    return fit_internal_sae(tmp_path_factory.mktemp("internal-sae") / "world-model")
+
+
+@pytest.fixture(scope="session")
+def world_output_sae(tmp_path_factory) -> Path:
+    """An output-lens SAE (TopK, 32 concepts) fitted for a few steps on world-encoder tokens."""
+    from tests.steering_support import fit_output_sae
+
+    return fit_output_sae(tmp_path_factory.mktemp("output-sae") / "sae")
+
+
+@pytest.fixture(scope="session")
+def internal_atlas(tmp_path_factory) -> Path:
+    """A world atlas through every stage including the internal lens of the world model (shared, read-only)."""
+    from precompute.pipeline import run_pipeline
+    from tests.steering_support import internal_config
+
+    out = tmp_path_factory.mktemp("internal") / "atlas"
+    report = run_pipeline(internal_config(), out, progress=silent_progress)
+    if "internal" not in report.ran:
+        raise RuntimeError(f"the internal atlas fixture ran only {report.ran}")
+    return out

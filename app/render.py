@@ -1,0 +1,25 @@
+"""One data function, three renderings: the full page, the htmx fragment, and the JSON twin.
+
+A view's route calls ``render`` with the page template and its fragment; htmx requests
+(header ``HX-Request``) get the fragment only, so a swap replaces one part of the page
+while a plain visit of the same URL (a shared link, a reload) gets the whole page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request", "").lower() == "true"
+
+
+def render(request: Request, templates: Jinja2Templates, page: str, fragment: str | None,
+           data: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    """The fragment for an htmx request (when the view has one), else the full page."""
+    template = fragment if fragment is not None and is_htmx(request) else page
+    return templates.TemplateResponse(request, template, data, status_code=status_code)

@@ -1,0 +1,89 @@
+"""Concept cards (page, htmx fragment, JSON twin), the tooltip brief, heatmap overlays and user labels."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from app.deps import ExplorerDep, TemplatesDep
+from app.render import is_htmx, render
+from backend import svg
+from backend.concepts import concept_card, heatmap_png, set_label
+from backend.labels import MAX_LABEL, LabelError
+
+router = APIRouter(tags=["concepts"])
+
+ConceptId = Annotated[int, Path(ge=0, le=10_000_000)]
+Model = Annotated[str | None, Query(max_length=200, description="a generator of the atlas (default: the first)")]
+MAX_LABEL_BODY = 12 * MAX_LABEL + 64  # bytes: a label of 4-byte characters percent-encoded or JSON-escaped, and its key
+
+
+def card_page_data(card: dict[str, Any]) -> dict[str, Any]:
+    """The card plus its server-rendered activation histogram (an SVG)."""
+    histogram = card["histogram"]
+    percent = {"real": [100 * v for v in histogram["real"]], card["model"]: [100 * v for v in histogram["generated"]]}
+    chart = svg.histogram(histogram["edges"], percent, x_label="energy (sum of codes over the image's tokens)",
+                          y_label="% of images", title="activation where the concept fires")
+    return {"card": card, "histogram_svg": chart}
+
+
+@router.get("/concepts/{concept}", response_class=HTMLResponse)
+def concept_page(request: Request, explorer: ExplorerDep, templates: TemplatesDep, concept: ConceptId,
+                 model: Model = None) -> HTMLResponse:
+    card = concept_card(explorer, concept, explorer.model(model))
+    data = {"run_name": explorer.atlas.info().get("run_name", ""), **card_page_data(card)}
+    return render(request, templates, "concept.html", "_concept_card.html", data)
+
+
+@router.get("/api/concepts/{concept}")
+def concept_json(explorer: ExplorerDep, concept: ConceptId, model: Model = None) -> dict[str, Any]:
+    return concept_card(explorer, concept, explorer.model(model))
+
+
+@router.get("/api/concepts/{concept}/brief")
+def concept_brief(explorer: ExplorerDep, concept: ConceptId, model: Model = None) -> dict[str, Any]:
+    """Id, label and delta: what the scatter's tooltip shows."""
+    return explorer.brief(concept, explorer.model(model))
+
+
+async def _label_field(request: Request) -> str:
+    """The ``label`` of a form post (htmx) or of a JSON body."""
+    body = await request.body()
+    if len(body) > MAX_LABEL_BODY:
+        raise LabelError(f"a label has at most {MAX_LABEL} characters; the request body is {len(body)} bytes")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            value = json.loads(body or b"{}").get("label")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise LabelError('expected a JSON object {"label": "..."}') from None
+    else:
+        try:
+            value = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict").get("label", [None])[0]
+        except UnicodeDecodeError:
+            raise LabelError("expected a UTF-8 form with a 'label' field") from None
+    if not isinstance(value, str):
+        raise LabelError("expected a 'label' field with the new label ('' restores the automatic one)")
+    return value
+
+
+@router.post("/api/concepts/{concept}/label", response_model=None)
+async def concept_label(request: Request, explorer: ExplorerDep, templates: TemplatesDep,
+                        concept: ConceptId) -> HTMLResponse | JSONResponse:
+    """Store the user's label of a concept; htmx gets the card's label block back, others JSON."""
+    stored = set_label(explorer, concept, await _label_field(request))
+    if is_htmx(request):
+        return templates.TemplateResponse(request, "_concept_label.html", {"card": stored, "saved": True})
+    return JSONResponse(stored)
+
+
+@router.get("/api/heatmaps/{source_id}/{concept}/{item_id}.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def heatmap(explorer: ExplorerDep, source_id: Annotated[str, Path(max_length=200)], concept: ConceptId,
+            item_id: Annotated[str, Path(max_length=500)]) -> Response:
+    """The concept's token map on one exemplar: an RGBA patch-grid PNG whose alpha is the activation."""
+    return Response(heatmap_png(explorer, source_id, concept, item_id), media_type="image/png",
+                    headers={"Cache-Control": "max-age=3600"})

@@ -1,0 +1,106 @@
+"""Steering endpoints: POST /api/steer runs (or finds in the cache) a steer; its images are served from the cache.
+
+The work happens in ``backend.steering``; this router turns its outcomes into HTTP:
+bad inputs 422 (the app's BlindspotError handler), a full queue 429 with
+Retry-After, a request past the time limit 503, an atlas without an internal lens 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict
+
+from backend.atlas import NotFound
+from backend.steering import SteeringBusy, SteeringService
+from backend.steering_inputs import SteeringInputError
+
+router = APIRouter(tags=["steering"])
+
+IMAGE_ROUTE = "/api/steer/images/{key}.png"
+WAIT_GRACE_S = 30.0  # the worker stops a request at its time limit; this only guards against a stuck worker
+
+
+class SteerBody(BaseModel):
+    """The request; values are checked by the service, which names what it expected for each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generator: str | None = None
+    prompt: Any = None
+    features: Any = None
+    mode: Any = "scale"
+    seed: Any = 0
+    steps: Any = None
+    guidance: Any = None
+    size: Any = None
+    step_range: Any = None
+    conditional_only: Any = True
+    concepts: Any = []
+
+
+def service_for(request: Request, generator: str | None) -> SteeringService:
+    """The steering service of ``generator`` (the only one when not named); 409 when the atlas cannot steer."""
+    services: dict[str, SteeringService] = request.app.state.steering
+    if not services:
+        raise HTTPException(409, detail=request.app.state.steering_unavailable or "this atlas cannot steer")
+    if generator is None:
+        if len(services) > 1:
+            raise SteeringInputError(f"name the generator to steer: one of {sorted(services)}")
+        return next(iter(services.values()))
+    if generator not in services:
+        raise NotFound(f"no internal lens for generator {generator!r}; steerable: {sorted(services)}")
+    return services[generator]
+
+
+def with_urls(result: dict[str, Any]) -> dict[str, Any]:
+    for side in ("baseline", "steered"):
+        result[side]["url"] = IMAGE_ROUTE.format(key=result[side]["key"])
+    return result
+
+
+@router.get("/api/steer")
+def steering_status(request: Request) -> dict[str, Any]:
+    """Which generators can be steered, and the bounds a request must keep."""
+    services: dict[str, SteeringService] = request.app.state.steering
+    return {"generators": {name: {"point": s.parts.point, "features": s.n_features, "concepts": s.n_concepts,
+                                  "steps": s.parts.generator.steps, "guidance": s.parts.generator.guidance,
+                                  "size": list(s.default_size())} for name, s in services.items()},
+            "unavailable": request.app.state.steering_unavailable,
+            "limits": asdict(next(iter(services.values())).limits) if services else None}
+
+
+@router.post("/api/steer")
+async def steer(body: SteerBody, request: Request) -> dict[str, Any]:
+    """Generate the prompt unsteered and steered (same seed) and report the target concepts' energies in both."""
+    service = service_for(request, body.generator)
+    steer_request = service.request(**body.model_dump(exclude={"generator"}))
+    result = await run_in_threadpool(service.cached, steer_request)
+    if result is None:
+        try:
+            future = service.submit(steer_request)
+        except SteeringBusy as busy:
+            raise HTTPException(429, detail=str(busy), headers={"Retry-After": str(busy.retry_after)}) from None
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), service.limits.timeout_s + WAIT_GRACE_S)
+        except TimeoutError as exc:  # SteeringTimeout from the worker, or the guard above
+            raise HTTPException(503, detail=str(exc) or "the steering request timed out") from None
+    return with_urls(result)
+
+
+@router.get(IMAGE_ROUTE, response_class=FileResponse)
+def steer_image(key: str, request: Request) -> FileResponse:
+    """A cached baseline or steered image, by its key (nothing outside the steering cache is reachable)."""
+    services: dict[str, SteeringService] = request.app.state.steering
+    for service in services.values():
+        try:
+            return FileResponse(service.image_path(key), media_type="image/png",
+                                headers={"Cache-Control": "max-age=86400, immutable"})
+        except NotFound:
+            continue
+    raise NotFound(f"no steering image {key!r}")

@@ -1,0 +1,244 @@
+"""The explorer's read side: the UMAP point payload, concept search, neighbours, co-occurrence edges, selections.
+
+One ``Explorer`` per app holds the read-only atlas, the user label store and the
+output-lens decoder atoms, and caches the point payloads (an atlas never changes
+under a running server). User labels win over automatic ones everywhere: they join
+every query as a parameterised ``user_labels`` table.
+
+The point payload (``points``) is one little-endian binary blob, so 32,000 concepts
+cost 384 KB instead of megabytes of JSON::
+
+    header (24 bytes): magic b"BSPT" | uint32 version (1) | uint32 n | uint32 colour index (COLOUR_KEYS)
+                       | float32 domain low | float32 domain high
+    body (12 n bytes): float32 umap_x, umap_y, value for concept 0, 1, ..., n - 1
+
+``value`` is NaN where it does not exist (a dead concept, a concept without an
+attributed internal feature); the domain is the colour scale's range.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import Any, Literal
+
+import numpy as np
+
+from backend.atlas import Atlas, NotFound
+from backend.atoms import DecoderAtoms
+from backend.labels import LabelStore
+from backend.query import USER_LABELS, BadQuery, generators, resolve_model, user_label_params
+
+PAYLOAD_MAGIC = b"BSPT"
+PAYLOAD_VERSION = 1
+PAYLOAD_HEADER = struct.Struct("<4sIIIff")
+
+# colour key -> (SQL expression over concept_stats s / minority m, fixed domain or None for [0, max], legend text)
+COLOURS: dict[str, tuple[str, tuple[float, float] | None, str]] = {
+    "delta": ("s.delta", (0.0, 1.0), "delta: suppressed (0) to exaggerated (1)"),
+    "relative_delta": ("s.relative_delta", (-1.0, 1.0), "relative delta (E_gen - E_real) / (E_gen + E_real)"),
+    "frequency": ("s.nu_real", None, "frequency: share of real images where the concept fires"),
+    "frequency_gen": ("s.nu_gen", None, "frequency in the model's images"),
+    "minority": ("m.minority", (0.0, 1.0), "minority score of the concept's most attributed internal feature"),
+}
+COLOUR_KEYS = tuple(COLOURS)
+Colour = Literal["delta", "relative_delta", "frequency", "frequency_gen", "minority"]
+Size = Literal["uniform", "frequency", "extremity"]
+SIZES: dict[str, str] = {
+    "uniform": "uniform",
+    "frequency": "by frequency in real images",
+    "extremity": "by |delta - 0.5|",
+}
+Order = Literal["asc", "desc"]
+MAX_QUERY = 200  # characters of a label search
+
+_NOT_ANALYSED = "this atlas has no concept analysis yet: build it with the train, encode and analyze stages"
+
+
+class Explorer:
+    """Queries of the explorer over one opened atlas."""
+
+    def __init__(self, atlas: Atlas, labels: LabelStore):
+        self.atlas = atlas
+        self.labels = labels
+        self.atoms = DecoderAtoms(atlas.root)
+        self._payloads: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+        self.tables = {r["table_name"] for r in atlas.rows("SELECT table_name FROM duckdb_tables()")}
+        self.analysed = {"concepts", "concept_stats"} <= self.tables and bool(
+            atlas.rows("SELECT 1 FROM concepts LIMIT 1"))
+        self.n_concepts = atlas.rows("SELECT count(*) AS n FROM concepts")[0]["n"] if self.analysed else 0
+
+    # -- parameters ------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Every generator of the atlas (the sources other than ``real``)."""
+        return generators(self.atlas)
+
+    def model(self, requested: str | None) -> str:
+        """``requested`` if it is a generator of this atlas (else NotFound), the first one when none is asked."""
+        model = resolve_model(self.atlas, requested)
+        if model is None:
+            raise NotFound("this atlas has no generators")
+        return model
+
+    def colours(self, model: str) -> list[str]:
+        """The colour keys with data for ``model``: minority only when the internal lens attributed concepts."""
+        keys = [k for k in COLOUR_KEYS if k != "minority"]
+        if {"attributions", "internal_features"} <= self.tables and self.atlas.rows(
+                "SELECT 1 FROM attributions WHERE source_id = ? LIMIT 1", [model]):
+            keys.append("minority")
+        return keys
+
+    def require_analysis(self) -> None:
+        if not self.analysed:
+            raise NotFound(_NOT_ANALYSED)
+
+    def check_concept(self, concept: int) -> None:
+        self.require_analysis()
+        if not 0 <= concept < self.n_concepts:
+            raise NotFound(f"no concept {concept}: this atlas has concepts 0 to {self.n_concepts - 1}")
+
+    def _user_labels(self) -> list[Any]:
+        return user_label_params(self.labels.all())
+
+    # -- the scatter -----------------------------------------------------------------
+
+    def points(self, model: str, colour: str) -> bytes:
+        """The binary point payload of ``model`` coloured by ``colour`` (layout in the module docstring)."""
+        self.require_analysis()
+        if colour not in self.colours(model):
+            raise BadQuery(f"colour must be one of {self.colours(model)} for model {model!r}, got {colour!r}")
+        key = (model, colour)
+        with self._lock:
+            cached = self._payloads.get(key)
+        if cached is not None:
+            return cached
+        expression, domain, _ = COLOURS[colour]
+        minority = ("LEFT JOIN (SELECT a.concept, max(f.minority) AS minority FROM attributions a "
+                    "JOIN internal_features f ON f.source_id = a.source_id AND f.feature = a.feature "
+                    "WHERE a.source_id = ? AND a.rank = 0 GROUP BY a.concept) m ON m.concept = c.concept"
+                    if colour == "minority" else "")
+        params = [model, model] if colour == "minority" else [model]
+        rows = self.atlas.rows(f"""
+            SELECT c.concept, c.umap_x, c.umap_y, CASE WHEN c.is_dead THEN NULL ELSE {expression} END AS value
+            FROM concepts c LEFT JOIN concept_stats s ON s.concept = c.concept AND s.source_id = ?
+            {minority} ORDER BY c.concept""", params)
+        if [r["concept"] for r in rows] != list(range(len(rows))):
+            raise NotFound("the atlas' concept ids are not 0..n-1; rebuild it")
+        body = np.array([(r["umap_x"], r["umap_y"], np.nan if r["value"] is None else r["value"]) for r in rows],
+                        dtype="<f4").reshape(len(rows), 3)
+        if domain is None:
+            values = body[:, 2][np.isfinite(body[:, 2])]
+            domain = (0.0, float(values.max()) if values.size and values.max() > 0 else 1.0)
+        payload = PAYLOAD_HEADER.pack(PAYLOAD_MAGIC, PAYLOAD_VERSION, len(rows), COLOUR_KEYS.index(colour),
+                                      *domain) + body.tobytes()
+        with self._lock:
+            self._payloads[key] = payload
+        return payload
+
+    def brief(self, concept: int, model: str) -> dict[str, Any]:
+        """What the scatter's tooltip shows: id, label (the user's first), delta and its significance."""
+        self.check_concept(concept)
+        return self.atlas.rows(f"""WITH {USER_LABELS}
+            SELECT c.concept, coalesce(u.label, c.label) AS label, s.delta, s.significant
+            FROM concepts c LEFT JOIN user_labels u ON u.concept = c.concept
+            LEFT JOIN concept_stats s ON s.concept = c.concept AND s.source_id = ?
+            WHERE c.concept = ?""", [*self._user_labels(), model, concept])[0]
+
+    def search(self, text: str, model: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Concepts whose label (the user's, else the automatic one) or world concept contains ``text``;
+        ``#12`` (or ``12``) also finds concept 12, listed first."""
+        self.require_analysis()
+        text = text.strip()
+        if len(text) > MAX_QUERY:
+            raise BadQuery(f"a search is at most {MAX_QUERY} characters, got {len(text)}")
+        if not text:
+            return []
+        digits = text.removeprefix("#")
+        wanted_id = int(digits) if digits.isascii() and digits.isdigit() and len(digits) < 10 else -1
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return self.atlas.rows(f"""WITH {USER_LABELS}
+            SELECT c.concept, coalesce(u.label, c.label) AS label, c.world_concept, s.delta
+            FROM concepts c LEFT JOIN user_labels u ON u.concept = c.concept
+            LEFT JOIN concept_stats s ON s.concept = c.concept AND s.source_id = ?
+            WHERE c.concept = ? OR coalesce(u.label, c.label) ILIKE ? ESCAPE '\\'
+                  OR coalesce(c.world_concept, '') ILIKE ? ESCAPE '\\'
+            ORDER BY c.concept <> ?, c.is_dead, c.concept LIMIT ?""",
+                               [*self._user_labels(), model, wanted_id, pattern, pattern, wanted_id, limit])
+
+    def neighbours(self, concept: int, radius: float, model: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Concepts within ``radius`` of ``concept`` on the UMAP, nearest first.
+
+        ``radius`` is a share of the layout's extent (the larger side of its bounding box),
+        so 0.05 means "within 5% of the map" whatever the UMAP's units.
+        """
+        self.check_concept(concept)
+        return self.atlas.rows(f"""WITH {USER_LABELS},
+            extent AS (SELECT greatest(max(umap_x) - min(umap_x), max(umap_y) - min(umap_y), 1e-12) AS side
+                       FROM concepts),
+            me AS (SELECT umap_x, umap_y FROM concepts WHERE concept = ?),
+            near AS (SELECT c.concept, sqrt((c.umap_x - me.umap_x) ** 2 + (c.umap_y - me.umap_y) ** 2) / extent.side
+                            AS distance
+                     FROM concepts c, me, extent WHERE c.concept <> ?)
+            SELECT n.concept, n.distance, coalesce(u.label, c.label) AS label, s.delta
+            FROM near n JOIN concepts c ON c.concept = n.concept LEFT JOIN user_labels u ON u.concept = n.concept
+            LEFT JOIN concept_stats s ON s.concept = n.concept AND s.source_id = ?
+            WHERE n.distance <= ? ORDER BY n.distance, n.concept LIMIT ?""",
+                              [*self._user_labels(), concept, concept, model, radius, limit])
+
+    def edges(self, concept: int, model: str, top: int = 8,
+              fired: dict[str, list[str]] | None = None) -> dict[str, list[dict[str, Any]]]:
+        """The concepts that fire on the same images as ``concept``, by Jaccard index, in the real images
+        (``real``) and in ``model``'s images (``generated``).
+
+        ``shared`` counts the images where both fire; the image counts of each partner come
+        from its frequency in ``concept_stats``, so only the energies of the images where
+        ``concept`` fires are read (``fired``: source -> image ids, when the caller has them),
+        and no pair table is ever built.
+        """
+        self.check_concept(concept)
+        if fired is None:
+            fired = {"real": [], model: []}
+            for row in self.atlas.rows("SELECT source_id, image_id FROM energies "
+                                       "WHERE concept = ? AND source_id IN ('real', ?)", [concept, model]):
+                fired[row["source_id"]].append(row["image_id"])
+        rows = self.atlas.rows(f"""WITH {USER_LABELS},
+            shared AS (SELECT source_id, concept, count(*) AS shared FROM energies
+                       WHERE image_id IN (SELECT unnest(?::VARCHAR[])) AND concept <> ? GROUP BY source_id, concept),
+            scored AS (SELECT sh.source_id, sh.concept, sh.shared,
+                              sh.shared / greatest(CASE WHEN sh.source_id = 'real' THEN ? ELSE ? END
+                                                   + round(CASE WHEN sh.source_id = 'real' THEN s.nu_real
+                                                                ELSE s.nu_gen END * src.n_images)
+                                                   - sh.shared, sh.shared) AS jaccard
+                       FROM shared sh JOIN sources src ON src.source_id = sh.source_id
+                       JOIN concept_stats s ON s.concept = sh.concept AND s.source_id = ?),
+            ranked AS (SELECT *, row_number() OVER (PARTITION BY source_id ORDER BY jaccard DESC, concept) AS place
+                       FROM scored)
+            SELECT r.source_id, r.concept, r.shared, r.jaccard, coalesce(u.label, c.label) AS label
+            FROM ranked r JOIN concepts c ON c.concept = r.concept LEFT JOIN user_labels u ON u.concept = r.concept
+            WHERE r.place <= ? ORDER BY r.place""",
+                               [*self._user_labels(), fired["real"] + fired[model], concept, len(fired["real"]),
+                                len(fired[model]), model, top])
+        sides: dict[str, list[dict[str, Any]]] = {"real": [], "generated": []}
+        for row in rows:
+            sides["real" if row.pop("source_id") == "real" else "generated"].append(row)
+        return sides
+
+    def selection(self, ids: list[int], model: str, order: str = "asc", limit: int = 500) -> dict[str, Any]:
+        """A ranking of the selected concepts by delta (``asc``: most suppressed first)."""
+        self.require_analysis()
+        unknown = [i for i in ids if not 0 <= i < self.n_concepts]
+        if unknown:
+            raise BadQuery(f"selected ids must be concepts 0 to {self.n_concepts - 1}; "
+                               f"{len(unknown)} are not, e.g. {unknown[:5]}")
+        direction = "ASC" if order == "asc" else "DESC"
+        rows = self.atlas.rows(f"""WITH {USER_LABELS}
+            SELECT c.concept, coalesce(u.label, c.label) AS label, s.delta, s.ci_low, s.ci_high, s.significant,
+                   s.relative_delta, s.nu_real, s.nu_gen
+            FROM concepts c LEFT JOIN user_labels u ON u.concept = c.concept
+            JOIN concept_stats s ON s.concept = c.concept AND s.source_id = ?
+            WHERE c.concept IN (SELECT unnest(?::INTEGER[]))
+            ORDER BY s.delta {direction}, c.concept LIMIT ?""",
+                               [*self._user_labels(), model, sorted(set(ids)), limit])
+        return {"model": model, "order": order, "count": len(set(ids)), "concepts": rows}

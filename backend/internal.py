@@ -1,0 +1,118 @@
+"""Read queries of the internal lens: minority features, a feature's card, the features attributed to a concept.
+
+Tables (written by the ``internal`` stage, described in ``precompute.atlas.schema``):
+``internal_features`` (RAIGen minority scores after NMS), ``internal_exemplars`` and
+``internal_heatmaps`` (a feature's top generated images and its spatial map on each),
+``attributions`` and ``attribution_probes`` (DiffLens-style attribution of output-lens
+concepts to internal features). ``atlas_info.internal`` says which generators have an
+internal lens; an atlas without one answers ``NoInternalLens``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from backend.atlas import Atlas, NotFound
+from precompute.errors import BlindspotError
+
+ATTRIBUTED_CONCEPTS = 10  # concepts listed on a feature's card, most attributed first
+
+
+class NoInternalLens(BlindspotError):
+    """The atlas was built without the internal lens (answered 409: the atlas, not the request, lacks it)."""
+
+
+def internal_lenses(atlas: Atlas) -> dict[str, dict[str, Any]]:
+    """``atlas_info.internal``: per generator its hook point, step, SAE folder, channels, grid and scored features."""
+    lenses = json.loads(atlas.info().get("internal") or "{}")
+    if not lenses:
+        raise NoInternalLens(f"the atlas {atlas.root.name} has no internal lens; add an [[internal]] table for a "
+                             "generator that captures activations to the run config and rebuild it")
+    return lenses
+
+
+def resolve_generator(atlas: Atlas, generator: str | None) -> tuple[str, dict[str, Any]]:
+    """The generator a query is about (default: the first with an internal lens) and its lens description."""
+    lenses = internal_lenses(atlas)
+    if generator is None or generator == "":
+        generator = sorted(lenses)[0]
+    if generator not in lenses:
+        raise NotFound(f"no internal lens for generator {generator!r}; this atlas has one for {sorted(lenses)}")
+    return generator, lenses[generator]
+
+
+def minority_ranking(atlas: Atlas, generator: str, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    """The features kept by NMS, most minority first (RAIGen's ranking), with their scores."""
+    generator, lens = resolve_generator(atlas, generator)
+    total = atlas.rows("SELECT count(*) AS n FROM internal_features WHERE source_id = ? AND kept", [generator])
+    features = atlas.rows("""
+        SELECT minority_rank, feature, minority, frequency, distinctiveness, label FROM internal_features
+        WHERE source_id = ? AND kept ORDER BY minority_rank LIMIT ? OFFSET ?""", [generator, limit, offset])
+    return {"generator": generator, "lens": lens, "kept": total[0]["n"], "offset": offset, "limit": limit,
+            "features": features}
+
+
+def _heatmap(row: dict[str, Any]) -> dict[str, Any] | None:
+    blob = row.pop("heatmap")
+    rows, cols, scale = row.pop("grid_rows"), row.pop("grid_cols"), row.pop("scale")
+    if blob is None:
+        return None
+    return {"rows": rows, "cols": cols, "scale": scale, "values": list(bytes(blob))}  # value = byte * scale / 255
+
+
+def feature_card(atlas: Atlas, generator: str, feature: int) -> dict[str, Any]:
+    """A scored feature: its scores, top generated images with its spatial map, the concepts it drives most."""
+    generator, lens = resolve_generator(atlas, generator)
+    found = atlas.rows("""
+        SELECT feature, frequency, distinctiveness, minority, kept, minority_rank, label FROM internal_features
+        WHERE source_id = ? AND feature = ?""", [generator, feature])
+    if not found:
+        raise NotFound(f"feature {feature} is not a scored feature of {generator!r} "
+                       f"(the coarsest group: features 0..{lens.get('scored_features', 0) - 1})")
+    exemplars = atlas.rows("""
+        SELECT e.rank, e.item_id, e.score, i.caption, m.path AS image,
+               h.grid_rows, h.grid_cols, h.scale, h.heatmap
+        FROM internal_exemplars e
+        LEFT JOIN items i ON i.item_id = e.item_id
+        LEFT JOIN images m ON m.item_id = e.item_id AND m.source_id = e.source_id
+        LEFT JOIN internal_heatmaps h ON h.source_id = e.source_id AND h.feature = e.feature AND h.item_id = e.item_id
+        WHERE e.source_id = ? AND e.feature = ? ORDER BY e.rank""", [generator, feature])
+    for row in exemplars:
+        row["heatmap"] = _heatmap(row)
+        row["image"] = f"/{row['image']}" if row["image"] else None
+    concepts = atlas.rows("""
+        SELECT a.concept, c.label, a.rank, a.score FROM attributions a LEFT JOIN concepts c USING (concept)
+        WHERE a.source_id = ? AND a.feature = ? ORDER BY a.score DESC, a.concept LIMIT ?""",
+                          [generator, feature, ATTRIBUTED_CONCEPTS])
+    return {"generator": generator, "lens": lens, **found[0], "exemplars": exemplars, "attributed_concepts": concepts}
+
+
+def concept_features(atlas: Atlas, concept: int, generator: str | None = None, limit: int = 50) -> dict[str, Any]:
+    """The internal features most attributed to an output-lens concept, with the probe's quality."""
+    generator, lens = resolve_generator(atlas, generator)
+    known = atlas.rows("SELECT label FROM concepts WHERE concept = ?", [concept])
+    if not known:
+        raise NotFound(f"no concept {concept} in this atlas")
+    probe = atlas.rows("SELECT positives, auroc FROM attribution_probes WHERE source_id = ? AND concept = ?",
+                       [generator, concept])
+    features = atlas.rows("""
+        SELECT a.rank, a.feature, a.score, f.minority, f.frequency, f.kept, f.minority_rank, f.label
+        FROM attributions a LEFT JOIN internal_features f ON f.source_id = a.source_id AND f.feature = a.feature
+        WHERE a.source_id = ? AND a.concept = ? ORDER BY a.rank LIMIT ?""", [generator, concept, limit])
+    return {"generator": generator, "concept": concept, "label": known[0]["label"], "lens": lens,
+            "probe": probe[0] if probe else None, "features": features}
+
+
+def attributed_features(atlas: Atlas, generator: str, concept: int, count: int) -> list[int]:
+    """The ``count`` features most attributed to ``concept`` (rank order), for steering."""
+    return [r["feature"] for r in atlas.rows(
+        "SELECT feature FROM attributions WHERE source_id = ? AND concept = ? ORDER BY rank LIMIT ?",
+        [generator, concept, count])]
+
+
+def scored_features(atlas: Atlas, generator: str) -> list[int]:
+    """Every scored feature of a generator's internal SAE that ever fires (a live minority score)."""
+    return [r["feature"] for r in atlas.rows(
+        "SELECT feature FROM internal_features WHERE source_id = ? AND minority IS NOT NULL ORDER BY feature",
+        [generator])]

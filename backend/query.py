@@ -1,0 +1,68 @@
+"""What the analysis views share: which generators an atlas analysed, which one a view shows, bad queries.
+
+A view names a generator by its source id (``?model=planted``); an unknown id is
+``NotFound`` (404), a malformed query is ``BadQuery`` (422). Views of an atlas built
+without the analyze stage answer with ``analysed = False`` and a hint, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from backend.atlas import Atlas, NotFound
+from precompute.errors import BlindspotError
+
+NOT_ANALYSED_HINT = ("This atlas was built without the analyze stage, so it has no blindspot statistics yet. "
+                     "Rebuild it with every stage: `blindspot precompute CONFIG --out ATLAS`.")
+
+
+# A CTE of the user's own concept labels (they win over the atlas's), bound as two parallel arrays.
+USER_LABELS = "user_labels AS (SELECT unnest(?::INTEGER[]) AS concept, unnest(?::VARCHAR[]) AS label)"
+
+
+def user_label_params(labels: Mapping[int, str] | None) -> list[list[Any]]:
+    """The two bound parameters of ``USER_LABELS``."""
+    labels = labels or {}
+    return [[int(k) for k in labels], [str(v) for v in labels.values()]]
+
+
+class BadQuery(BlindspotError):
+    """A query parameter that is well-typed but unusable (for example a frequency range whose ends are swapped)."""
+
+
+def is_analysed(atlas: Atlas) -> bool:
+    return "analyze" in json.loads(atlas.info().get("stages", "[]"))
+
+
+def generators(atlas: Atlas) -> list[str]:
+    """Every generator's source id, in a stable order."""
+    return [r["source_id"] for r in atlas.rows("SELECT source_id FROM sources WHERE source_id != 'real' "
+                                               "ORDER BY source_id")]
+
+
+def resolve_model(atlas: Atlas, model: str | None, models: list[str] | None = None) -> str | None:
+    """The generator a view shows: ``model`` when the atlas has it, the first generator when none is asked."""
+    models = generators(atlas) if models is None else models
+    if model is None or model == "":
+        return models[0] if models else None
+    if model not in models:
+        known = ", ".join(models) or "none"
+        raise NotFound(f"no model {model!r} in this atlas (its models: {known})")
+    return model
+
+
+def view_context(atlas: Atlas) -> dict[str, Any]:
+    """The facts every analysis page shows: run name, whether it was analysed, its generators."""
+    info = atlas.info()
+    analysed = "analyze" in json.loads(info.get("stages", "[]"))
+    return {"run_name": info.get("run_name", ""), "analysed": analysed, "models": generators(atlas),
+            "hint": None if analysed else NOT_ANALYSED_HINT}
+
+
+def url(path: str, state: dict[str, Any]) -> str:
+    """``path`` with the view state as its query (``None`` values left out, booleans as true/false)."""
+    params = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in state.items() if v is not None}
+    return f"{path}?{urlencode(params)}" if params else path

@@ -1,0 +1,443 @@
+"""Server-rendered SVG charts: histograms, scatter plots, lines and heatmaps.
+
+Every chart is one self-contained ``<svg>`` element with a ``viewBox`` and its natural
+width and height (CSS may shrink it with the page and it scales), with axes, ticks and
+labels, and no script.
+Coordinates are computed with numpy for all marks at once; every piece of text that
+comes from data (labels, tooltips, series names) is XML-escaped, so a concept label
+cannot inject markup. The returned ``Markup`` can be placed in a template as is.
+
+Mark classes are stable so pages and tests can find them: ``bar`` (histogram bars),
+``point`` (scatter points), ``line`` (series of a line chart), ``cell`` (heatmap cells).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+
+import numpy as np
+from markupsafe import Markup
+
+# Sequential colour scale (viridis anchors): low values blue-purple, high values yellow, as the
+# paper colours delta (seed 001, Fig. 5: suppressed on the blue end, exaggerated on the yellow end).
+SEQUENTIAL = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
+# Categorical colours for series (real first, then each generator).
+PALETTE = ("#495057", "#3b5bdb", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#1098ad", "#f08c00")
+
+WIDTH, HEIGHT = 560, 300
+# Above these sizes marks are drawn compactly (grouped paths, no per-mark tooltip) to keep pages small.
+DETAIL_POINTS = 2000
+DETAIL_CELLS = 900
+LEVELS = 32  # colour levels of compact marks and of the colour bar
+MISSING = "#dee2e6"  # heatmap cells without a value
+
+
+def _text(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _num(value: float) -> str:
+    """A compact coordinate: one decimal, no trailing zeros."""
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def colour(values: np.ndarray, low: float, high: float) -> list[str]:
+    """Hex colours of ``values`` on the sequential scale between ``low`` and ``high``."""
+    span = high - low if high > low else 1.0
+    position = np.clip((np.asarray(values, dtype=float) - low) / span, 0.0, 1.0) * (len(SEQUENTIAL) - 1)
+    anchors = np.arange(len(SEQUENTIAL))
+    rgb = np.stack([np.interp(position, anchors, SEQUENTIAL[:, c]) for c in range(3)], axis=-1).round().astype(int)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    return [f"#{v:06x}" for v in np.atleast_1d(packed)]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Maps data values in ``[low, high]`` to pixels in ``[start, end]``, linearly or by log10."""
+
+    low: float
+    high: float
+    start: float
+    end: float
+    log: bool = False
+
+    @classmethod
+    def fit(cls, values: np.ndarray, start: float, end: float, *, log: bool = False,
+            domain: tuple[float, float] | None = None, pad: float = 0.0) -> Scale:
+        if domain is not None:
+            low, high = domain
+        else:
+            finite = np.asarray(values, dtype=float)
+            finite = finite[np.isfinite(finite) & ((finite > 0) if log else True)]
+            if finite.size:
+                low, high = float(finite.min()), float(finite.max())
+            else:
+                low, high = (1.0, 10.0) if log else (0.0, 1.0)
+        if log:
+            low, high = max(low, 1e-300), max(high, 1e-300)
+            if high <= low:
+                low, high = low / 2, high * 2
+            if pad:
+                low, high = low / (1 + pad), high * (1 + pad)
+        else:
+            if high <= low:
+                low, high = low - 0.5, high + 0.5
+            if pad:
+                margin = (high - low) * pad
+                low, high = low - margin, high + margin
+        return cls(low, high, start, end, log)
+
+    def __call__(self, values: np.ndarray | float) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        if self.log:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fraction = (np.log10(values) - math.log10(self.low)) / (math.log10(self.high) - math.log10(self.low))
+        else:
+            fraction = (values - self.low) / (self.high - self.low)
+        return self.start + fraction * (self.end - self.start)
+
+    def ticks(self, target: int = 5) -> list[float]:
+        """Round tick values inside the domain: 1-2-5 steps, or powers of ten on a log scale."""
+        if self.log:
+            first, last = math.floor(math.log10(self.low)), math.ceil(math.log10(self.high))
+            decades = [10.0 ** e for e in range(first, last + 1)]
+            if last - first <= 2:
+                decades = [m * d for d in decades for m in (1, 2, 5)]
+            step = max(1, math.ceil(len(decades) / (target + 3)))
+            inside = [t for t in decades if self.low * (1 - 1e-9) <= t <= self.high * (1 + 1e-9)]
+            return inside[::step] if len(inside) > 1 else inside
+        raw = (self.high - self.low) / max(target, 1)
+        magnitude = 10.0 ** math.floor(math.log10(raw))
+        step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+        first = math.ceil(self.low / step - 1e-9) * step
+        count = int(math.floor((self.high - first) / step + 1e-9)) + 1
+        return [round(first + i * step, 12) for i in range(count)]
+
+
+def tick_label(value: float) -> str:
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 1e5 or magnitude < 1e-3:
+        return f"{value:.0e}".replace("e+0", "e").replace("e-0", "e-")
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The plotting area inside a chart of ``width`` x ``height`` user units."""
+
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: int = 62
+    right: int = 16
+    top: int = 30
+    bottom: int = 44
+
+    @property
+    def x0(self) -> float:
+        return self.left
+
+    @property
+    def x1(self) -> float:
+        return self.width - self.right
+
+    @property
+    def y0(self) -> float:
+        return self.height - self.bottom
+
+    @property
+    def y1(self) -> float:
+        return self.top
+
+
+def _open(frame: Frame, title: str, kind: str) -> list[str]:
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-{kind}" width="{frame.width}" '
+             f'height="{frame.height}" viewBox="0 0 {frame.width} {frame.height}" role="img" '
+             f'aria-label="{_text(title)}">', f"<title>{_text(title)}</title>"]
+    if title:
+        parts.append(f'<text class="chart-title" x="{8 if kind == "heatmap" else frame.x0}" y="16">'
+                     f"{_text(title)}</text>")
+    return parts
+
+
+def _axes(frame: Frame, x: Scale, y: Scale, x_label: str, y_label: str) -> list[str]:
+    parts = ['<g class="axes" font-size="10">',
+             f'<line x1="{frame.x0}" y1="{frame.y0}" x2="{frame.x1}" y2="{frame.y0}" stroke="#868e96"/>',
+             f'<line x1="{frame.x0}" y1="{frame.y0}" x2="{frame.x0}" y2="{frame.y1}" stroke="#868e96"/>']
+    for value in x.ticks():
+        px = _num(float(x(value)))
+        parts.append(f'<line class="tick" x1="{px}" y1="{frame.y0}" x2="{px}" y2="{frame.y0 + 4}" stroke="#868e96"/>'
+                     f'<text x="{px}" y="{frame.y0 + 15}" text-anchor="middle">{_text(tick_label(value))}</text>')
+    for value in y.ticks():
+        py = _num(float(y(value)))
+        parts.append(f'<line class="grid" x1="{frame.x0}" y1="{py}" x2="{frame.x1}" y2="{py}" stroke="#f1f3f5"/>'
+                     f'<text x="{frame.x0 - 6}" y="{py}" dy="3" text-anchor="end">{_text(tick_label(value))}</text>')
+    middle_x, middle_y = (frame.x0 + frame.x1) / 2, (frame.y0 + frame.y1) / 2
+    parts.append(f'<text class="axis-label" x="{_num(middle_x)}" y="{frame.height - 8}" text-anchor="middle">'
+                 f'{_text(x_label)}</text>')
+    parts.append(f'<text class="axis-label" transform="translate(14 {_num(middle_y)}) rotate(-90)" '
+                 f'text-anchor="middle">{_text(y_label)}</text>')
+    parts.append("</g>")
+    return parts
+
+
+def series_colours(names: Sequence[str]) -> list[str]:
+    """One colour per series: grey for the real images, the palette's colours for the others in order."""
+    others = iter(PALETTE[1:] * (len(names) // (len(PALETTE) - 1) + 1))
+    return [PALETTE[0] if name == "real" else next(others) for name in names]
+
+
+def _legend(frame: Frame, names: Sequence[str]) -> list[str]:
+    if len(names) < 2:
+        return []
+    parts = ['<g class="legend" font-size="10">']
+    for i, (name, fill) in enumerate(zip(names, series_colours(names))):
+        y = frame.y1 + 4 + 13 * i
+        parts.append(f'<rect x="{frame.x1 - 96}" y="{y}" width="9" height="9" fill="{fill}"/>'
+                     f'<text x="{frame.x1 - 83}" y="{y + 8}">{_text(name)}</text>')
+    parts.append("</g>")
+    return parts
+
+
+def histogram(edges: Sequence[float], counts: Mapping[str, Sequence[float]], *, log_y: bool = False,
+              x_label: str = "", y_label: str = "count", title: str = "", frame: Frame = Frame()) -> Markup:
+    """Bars of one or more series over shared bin ``edges`` (overlaid, translucent when several).
+
+    Empty bins draw no bar, so the number of ``bar`` elements is the number of non-empty bins.
+    With ``log_y`` the count axis is logarithmic (the paper's Fig. 4) and starts below one so a
+    single concept still shows.
+    """
+    edges = np.asarray(edges, dtype=float)
+    stacked = np.array([np.asarray(c, dtype=float) for c in counts.values()]).reshape(len(counts), -1)
+    if stacked.shape[1] != max(edges.size - 1, 0):
+        raise ValueError(f"histogram: {edges.size} edges need {edges.size - 1} counts per series, "
+                         f"got {stacked.shape[1]}")
+    top = float(stacked.max()) if stacked.size else 1.0
+    x = Scale.fit(edges, frame.x0, frame.x1, domain=(float(edges[0]), float(edges[-1])) if edges.size else None)
+    y = Scale.fit(stacked, frame.y0, frame.y1, log=log_y, domain=(0.5, max(top, 1.0) * 1.3) if log_y
+                  else (0.0, max(top, 1.0) * 1.05))
+    parts = _open(frame, title, "histogram") + _axes(frame, x, y, x_label, y_label)
+    opacity = "0.55" if len(counts) > 1 else "0.9"
+    left, right = x(edges[:-1]), x(edges[1:])
+    widths = np.maximum(right - left - 0.5, 0.5)  # a hairline gap between neighbouring bars
+    for name, row, fill in zip(counts, stacked, series_colours(list(counts))):
+        shown = np.flatnonzero(row > 0)
+        tops = y(row[shown])
+        parts.append(f'<g class="series" data-series="{_text(name)}" fill="{fill}" fill-opacity="{opacity}">')
+        parts += [f'<rect class="bar" x="{_num(left[j])}" y="{_num(t)}" width="{_num(widths[j])}" '
+                  f'height="{_num(frame.y0 - t)}"><title>{_text(name)}: [{edges[j]:.3g}, {edges[j + 1]:.3g}) '
+                  f'{row[j]:g}</title></rect>'
+                  for j, t in zip(shown, tops)]
+        parts.append("</g>")
+    parts += _legend(frame, list(counts))
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_values: Sequence[float] | None = None,
+            colour_domain: tuple[float, float] = (0.0, 1.0), sizes: Sequence[float] | None = None,
+            titles: Sequence[str] | None = None, x_log: bool = False, y_log: bool = False,
+            x_domain: tuple[float, float] | None = None, y_domain: tuple[float, float] | None = None,
+            guides_y: Sequence[float] = (), diagonal: bool = False, x_label: str = "", y_label: str = "",
+            title: str = "", frame: Frame = Frame()) -> Markup:
+    """One ``point`` per (x, y); points that a log axis cannot place (<= 0) or non-finite are left out.
+
+    ``colour_values`` colour points on the sequential scale over ``colour_domain``; ``sizes`` are
+    radii in user units; ``guides_y`` draws dashed horizontal reference lines (the blindspot
+    thresholds); ``diagonal`` draws y = x.
+    """
+    xs, ys = np.asarray(x_values, dtype=float), np.asarray(y_values, dtype=float)
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    if x_log:
+        keep &= xs > 0
+    if y_log:
+        keep &= ys > 0
+    index = np.flatnonzero(keep)
+    x = Scale.fit(xs[index], frame.x0, frame.x1, log=x_log, domain=x_domain, pad=0.03 if x_domain is None else 0.0)
+    y = Scale.fit(ys[index], frame.y0, frame.y1, log=y_log, domain=y_domain, pad=0.03 if y_domain is None else 0.0)
+    parts = _open(frame, title, "scatter") + _axes(frame, x, y, x_label, y_label)
+    for guide in guides_y:
+        py = _num(float(y(guide)))
+        parts.append(f'<line class="guide" x1="{frame.x0}" y1="{py}" x2="{frame.x1}" y2="{py}" '
+                     f'stroke="#adb5bd" stroke-dasharray="4 3"/>')
+    if diagonal:
+        low, high = max(x.low, y.low), min(x.high, y.high)
+        if high > low:
+            parts.append(f'<line class="guide" x1="{_num(float(x(low)))}" y1="{_num(float(y(low)))}" '
+                         f'x2="{_num(float(x(high)))}" y2="{_num(float(y(high)))}" stroke="#adb5bd" '
+                         f'stroke-dasharray="4 3"/>')
+    px, py = x(xs[index]), y(ys[index])
+    default_radius = 2.5 if index.size <= DETAIL_POINTS else 1.2  # dense clouds need small dots
+    radii = np.asarray(sizes, dtype=float)[index] if sizes is not None else np.full(index.size, default_radius)
+    shades = np.asarray(colour_values, dtype=float)[index] if colour_values is not None else None
+    if index.size <= DETAIL_POINTS:
+        fills = colour(shades, *colour_domain) if shades is not None else [PALETTE[1]] * index.size
+        labels = [f"<title>{_text(titles[i])}</title>" for i in index] if titles is not None else [""] * index.size
+        parts.append('<g class="points" fill-opacity="0.75">')
+        parts += [f'<circle class="point" cx="{_num(a)}" cy="{_num(b)}" r="{_num(r)}" fill="{f}">{t}</circle>'
+                  for a, b, r, f, t in zip(px, py, radii, fills, labels)]
+        parts.append("</g>")
+    else:
+        parts += _dense_points(px, py, radii, shades, colour_domain)
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _levels(values: np.ndarray, low: float, high: float, count: int = LEVELS) -> np.ndarray:
+    span = high - low if high > low else 1.0
+    return np.clip(np.floor((values - low) / span * count), 0, count - 1).astype(np.int64)
+
+
+def _level_colour(level: int, low: float, high: float, count: int = LEVELS) -> str:
+    return colour(np.array([low + (level + 0.5) / count * (high - low)]), low, high)[0]
+
+
+def _dense_points(px: np.ndarray, py: np.ndarray, radii: np.ndarray, shades: np.ndarray | None,
+                  colour_domain: tuple[float, float]) -> list[str]:
+    """Many points as one path per (colour level, size): each point a zero-length segment with a round cap.
+
+    A few hundred kilobytes for tens of thousands of concepts instead of megabytes of circles;
+    each path says in ``data-points`` how many points it draws. No per-point tooltips.
+    """
+    colours = _levels(shades, *colour_domain) if shades is not None else np.zeros(px.size, dtype=np.int64)
+    diameters = np.maximum(np.round(radii * 2), 1).astype(np.int64)
+    key = colours * (int(diameters.max()) + 1) + diameters
+    order = np.argsort(key, kind="stable")
+    keys, starts = np.unique(key[order], return_index=True)
+    parts = ['<g class="points" fill="none" stroke-linecap="round" stroke-opacity="0.75">']
+    for group, members in zip(keys, np.split(order, starts[1:])):
+        level, diameter = divmod(int(group), int(diameters.max()) + 1)
+        stroke = _level_colour(level, *colour_domain) if shades is not None else PALETTE[1]
+        path = "".join(f"M{_num(a)} {_num(b)}h0" for a, b in zip(px[members], py[members]))
+        parts.append(f'<path class="point-group" data-points="{members.size}" stroke="{stroke}" '
+                     f'stroke-width="{diameter}" d="{path}"/>')
+    parts.append("</g>")
+    return parts
+
+
+def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, x_log: bool = False, y_log: bool = False,
+          emphasise: str | None = None, x_label: str = "", y_label: str = "", title: str = "",
+          frame: Frame = Frame()) -> Markup:
+    """One ``line`` (polyline) per named series; points a log axis cannot place are dropped."""
+    cleaned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (xv, yv) in series.items():
+        xs, ys = np.asarray(xv, dtype=float), np.asarray(yv, dtype=float)
+        keep = np.isfinite(xs) & np.isfinite(ys) & ((xs > 0) if x_log else True) & ((ys > 0) if y_log else True)
+        cleaned[name] = (xs[keep], ys[keep])
+    all_x = np.concatenate([c[0] for c in cleaned.values()]) if cleaned else np.zeros(0)
+    all_y = np.concatenate([c[1] for c in cleaned.values()]) if cleaned else np.zeros(0)
+    x = Scale.fit(all_x, frame.x0, frame.x1, log=x_log)
+    y = Scale.fit(all_y, frame.y0, frame.y1, log=y_log, pad=0.04)
+    parts = _open(frame, title, "lines") + _axes(frame, x, y, x_label, y_label)
+    for (name, (xs, ys)), stroke in zip(cleaned.items(), series_colours(list(cleaned))):
+        points = " ".join(f"{_num(a)},{_num(b)}" for a, b in zip(x(xs), y(ys)))
+        width = "2.6" if name == emphasise else "1.5"
+        parts.append(f'<polyline class="line" data-series="{_text(name)}" data-points="{xs.size}" fill="none" '
+                     f'stroke="{stroke}" stroke-width="{width}" points="{points}">'
+                     f"<title>{_text(name)}</title></polyline>")
+    parts += _legend(frame, list(cleaned))
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def heatmap(matrix: np.ndarray, *, low: float, high: float, row_labels: Sequence[str] | None = None,
+            col_labels: Sequence[str] | None = None, annotate: bool = False, x_label: str = "", y_label: str = "",
+            title: str = "", size: int = 360) -> Markup:
+    """One ``cell`` per matrix entry coloured on the sequential scale over [low, high], with a colour bar.
+
+    ``annotate`` writes each value in its cell (for small matrices such as the cross-model Pearson
+    matrix); otherwise the value is in the cell's tooltip. NaN cells are grey.
+    """
+    matrix = np.atleast_2d(np.asarray(matrix, dtype=float))
+    rows, cols = matrix.shape
+    labelled = row_labels is not None or col_labels is not None
+    left = 100 if labelled else 44
+    bottom = 70 if labelled else 34
+    frame = Frame(width=left + size + 70, height=30 + size + bottom, left=left, right=70, top=30, bottom=bottom)
+    cell_w, cell_h = size / max(cols, 1), size / max(rows, 1)
+    parts = _open(frame, title, "heatmap")
+    r, c = np.indices(matrix.shape)
+    flat = matrix.ravel()
+    xs, ys = frame.x0 + c.ravel() * cell_w, frame.y1 + r.ravel() * cell_h
+    names_r = list(row_labels) if row_labels is not None else [str(i) for i in range(rows)]
+    names_c = list(col_labels) if col_labels is not None else [str(j) for j in range(cols)]
+    if flat.size <= DETAIL_CELLS:
+        fills = np.array(colour(np.nan_to_num(flat, nan=low), low, high), dtype=object)
+        fills[np.isnan(flat)] = MISSING
+        w, h = _num(cell_w + 0.05), _num(cell_h + 0.05)
+        parts.append('<g class="cells">')
+        parts += [f'<rect class="cell" x="{_num(a)}" y="{_num(b)}" width="{w}" height="{h}" fill="{f}">'
+                  f"<title>{_text(names_r[i])} / {_text(names_c[j])}: {v:.3f}</title></rect>"
+                  for a, b, f, i, j, v in zip(xs, ys, fills, r.ravel(), c.ravel(), flat)]
+        parts.append("</g>")
+    else:
+        parts += _dense_cells(matrix, low, high, frame.x0, frame.y1, cell_w, cell_h)
+    if annotate:
+        dark = (np.nan_to_num(flat, nan=high) - low) / ((high - low) or 1.0) < 0.55
+        parts.append('<g class="values" font-size="11" text-anchor="middle">')
+        parts += [f'<text x="{_num(a + cell_w / 2)}" y="{_num(b + cell_h / 2 + 4)}" fill="{"#fff" if d else "#000"}">'
+                  f'{"" if math.isnan(v) else f"{v:.2f}"}</text>' for a, b, v, d in zip(xs, ys, flat, dark)]
+        parts.append("</g>")
+    parts.append('<g class="axes" font-size="10">')
+    if labelled:
+        parts += [f'<text x="{frame.x0 - 6}" y="{_num(frame.y1 + (i + 0.5) * cell_h + 3)}" text-anchor="end">'
+                  f"{_text(name)}</text>" for i, name in enumerate(names_r)]
+        parts += [f'<text transform="translate({_num(frame.x0 + (j + 0.5) * cell_w)} {frame.y1 + size + 8}) '
+                  f'rotate(35)">{_text(name)}</text>' for j, name in enumerate(names_c)]
+    else:
+        ticks = Scale(0, max(rows, cols), 0, 1).ticks()
+        parts += [f'<text x="{frame.x0 - 6}" y="{_num(frame.y1 + t * cell_h + 3)}" text-anchor="end">{int(t)}</text>'
+                  for t in ticks if t < rows]
+        parts += [f'<text x="{_num(frame.x0 + t * cell_w)}" y="{frame.y1 + size + 13}" text-anchor="middle">'
+                  f"{int(t)}</text>" for t in ticks if t < cols]
+    parts.append(f'<text class="axis-label" x="{_num(frame.x0 + size / 2)}" y="{frame.height - 6}" '
+                 f'text-anchor="middle">{_text(x_label)}</text>')
+    parts.append(f'<text class="axis-label" transform="translate(12 {_num(frame.y1 + size / 2)}) rotate(-90)" '
+                 f'text-anchor="middle">{_text(y_label)}</text></g>')
+    parts += _colour_bar(frame.x1 + 18, frame.y1, size, low, high)
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _dense_cells(matrix: np.ndarray, low: float, high: float, x0: float, y0: float, cell_w: float,
+                 cell_h: float) -> list[str]:
+    """A large heatmap as one path per colour level, in a group scaled so each cell is a unit square.
+
+    Neighbouring cells of one row and level merge into one run; each path says in
+    ``data-cells`` how many cells it covers.
+    """
+    rows, cols = matrix.shape
+    levels = _levels(np.nan_to_num(matrix, nan=low), low, high).ravel()
+    levels[np.isnan(matrix).ravel()] = LEVELS  # its own level, drawn grey
+    column = np.tile(np.arange(cols), rows)
+    starts = np.flatnonzero((column == 0) | np.concatenate([[True], levels[1:] != levels[:-1]]))
+    lengths = np.diff(np.append(starts, levels.size))
+    run_level, run_row, run_col = levels[starts], starts // cols, starts % cols
+    parts = [f'<g class="cells" transform="translate({_num(x0)} {_num(y0)}) scale({cell_w:.4f} {cell_h:.4f})" '
+             'shape-rendering="crispEdges">']
+    for level in np.unique(run_level):
+        members = np.flatnonzero(run_level == level)
+        fill = MISSING if level == LEVELS else _level_colour(int(level), low, high)
+        path = "".join(f"M{c} {r}h{n}v1h-{n}z" for r, c, n in zip(run_row[members], run_col[members], lengths[members]))
+        parts.append(f'<path class="cell-group" data-cells="{int(lengths[members].sum())}" fill="{fill}" d="{path}"/>')
+    parts.append("</g>")
+    return parts
+
+
+def _colour_bar(x: float, y: float, height: float, low: float, high: float, steps: int = LEVELS) -> list[str]:
+    """A vertical colour bar from ``low`` (bottom) to ``high`` (top) with its end values."""
+    fractions = np.linspace(0, 1, steps, endpoint=False)
+    fills = colour(low + (fractions + 0.5 / steps) * (high - low), low, high)
+    step = height / steps
+    parts = ['<g class="colour-bar" font-size="10">']
+    parts += [f'<rect x="{_num(x)}" y="{_num(y + height - (i + 1) * step)}" width="12" height="{_num(step + 0.3)}" '
+              f'fill="{f}"/>' for i, f in enumerate(fills)]
+    parts.append(f'<text x="{_num(x + 16)}" y="{_num(y + 8)}">{_text(tick_label(high))}</text>'
+                 f'<text x="{_num(x + 16)}" y="{_num(y + height)}">{_text(tick_label(low))}</text></g>')
+    return parts

@@ -1,0 +1,154 @@
+"""Benchmark: the explorer at the paper's scale (issue 6's performance targets).
+
+Builds the synthetic atlas of ``analysis_views_bench.py`` (32,000 concepts, 10,000 pairs,
+four generators) plus a random 32,000-concept output-lens SAE on 768-dim tokens (for the
+card's decoder neighbours), serves it with uvicorn on loopback and measures:
+
+1. the point payload: its size and the time to serve it (first request and cached);
+2. the explorer's first load in headless chromium: navigation start to the scatter having
+   drawn every point (``#plot[data-points]`` set by the page after regl-scatterplot's draw),
+   each run in a fresh browser context (empty cache);
+3. the concept card (the htmx fragment the explorer loads on click) under load: N clients
+   on loopback for S seconds, each requesting random concepts of random models back to back.
+
+    python bench/explorer_bench.py [--concepts 32000] [--items 10000] [--loads 5] [--clients 20] [--seconds 30]
+
+Targets: payload <= 600 KB; first load <= 1.5 s; card p99 <= 100 ms with 20 clients, 0 errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from analysis_views_bench import GENERATORS, build_synthetic_atlas
+from app.main import create_app
+from app.settings import Settings
+from precompute.sae import build_sae
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--enable-unsafe-swiftshader"]
+
+
+def serve(atlas: Path, labels: Path) -> tuple[str, uvicorn.Server, threading.Thread]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(atlas=atlas, labels=labels)), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def payload(base: str, repeats: int = 10) -> None:
+    with httpx.Client(base_url=base) as client:
+        for colour in ("delta", "frequency"):
+            url = f"/api/explorer/points.bin?model={GENERATORS[0]}&colour={colour}"
+            start = time.perf_counter()
+            body = client.get(url).content
+            first = time.perf_counter() - start
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                client.get(url)
+                times.append(time.perf_counter() - start)
+            print(f"| payload `{url}` | {len(body):,} bytes ({len(body) / 1024:.0f} KB) | first {1000 * first:.0f} ms, "
+                  f"cached median {1000 * statistics.median(times):.1f} ms |")
+
+
+def first_load(base: str, loads: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        for model in (GENERATORS * loads)[:loads]:
+            context = browser.new_context(viewport={"width": 1440, "height": 900})
+            page = context.new_page()
+            page.goto(f"{base}/explorer?model={model}")
+            page.wait_for_selector("#plot[data-points]", timeout=60_000)
+            times.append(page.evaluate("() => performance.now()") / 1000)
+            points = page.get_attribute("#plot", "data-points")
+            context.close()
+        browser.close()
+    print(f"| explorer first load, {loads} fresh contexts | {points} points drawn | median {statistics.median(times):.2f} s, "
+          f"max {max(times):.2f} s |")
+
+
+def card_load(base: str, concepts: int, clients: int, seconds: float) -> None:
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client_loop(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=base, headers={"HX-Request": "true"}, timeout=30) as client:
+            while time.monotonic() < stop:
+                url = f"/concepts/{rng.randrange(concepts)}?model={rng.choice(GENERATORS)}"
+                start = time.perf_counter()
+                try:
+                    status = client.get(url).status_code
+                except httpx.HTTPError as exc:
+                    status = repr(exc)
+                elapsed = time.perf_counter() - start
+                with lock:
+                    latencies.append(elapsed)
+                    if status != 200:
+                        errors.append(f"{url}: {status}")
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ms = [1000 * t for t in latencies]
+    print(f"| concept card fragment, {clients} clients x {seconds:.0f} s | {len(ms)} requests, {len(errors)} errors, "
+          f"{len(ms) / seconds:.1f} req/s | p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
+          f"p99 {percentile(ms, 0.99):.0f} ms |")
+    if errors:
+        print("errors:", errors[:5])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concepts", type=int, default=32_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        atlas = build_synthetic_atlas(Path(folder) / "atlas", args.concepts, args.items)
+        build_sae("topk", input_dim=768, n_concepts=args.concepts, k=5).save_pretrained(atlas / "models" / "output-sae")
+        print(f"synthetic atlas: {args.concepts} concepts, {args.items} pairs, {len(GENERATORS)} generators, "
+              f"built in {time.perf_counter() - start:.1f} s\n")
+        base, server, thread = serve(atlas, Path(folder) / "labels.json")
+        try:
+            print("| measure | size / count | time |\n| --- | --- | --- |")
+            payload(base)
+            first_load(base, args.loads)
+            card_load(base, args.concepts, args.clients, args.seconds)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

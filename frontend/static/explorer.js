@@ -1,0 +1,408 @@
+// The explorer page: the UMAP of all concepts drawn by regl-scatterplot (WebGL), mounted once; the concept card,
+// search results and lasso rankings are htmx fragments swapped in beside it. All view state (model, colour, size,
+// concept, radius) lives in the URL: controls push history entries and the back button restores them.
+import { createScatterplot } from "/static/vendor/regl-scatterplot.js";
+
+// Point payload layout: see backend/explorer.py (24-byte header, then float32 x, y, value per concept).
+const MAGIC = "BSPT";
+const HEADER_BYTES = 24;
+const COLOUR_KEYS = ["delta", "relative_delta", "frequency", "frequency_gen", "minority"];
+const NO_VALUE = 255; // colour category of concepts without a value (dead, not attributed); 0..254 carry the scale
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]; // as backend/svg.py
+const SIZE_STEPS = 24;
+
+function scale(anchors, steps) {
+  const colours = [];
+  for (let i = 0; i < steps; i += 1) {
+    const at = (i / (steps - 1)) * (anchors.length - 1);
+    const lo = Math.floor(at);
+    const hi = Math.min(lo + 1, anchors.length - 1);
+    const f = at - lo;
+    const rgb = anchors[lo].map((c, k) => Math.round(c + (anchors[hi][k] - c) * f));
+    colours.push(`#${rgb.map((c) => c.toString(16).padStart(2, "0")).join("")}`);
+  }
+  return colours;
+}
+const POINT_COLOURS = [...scale(VIRIDIS, NO_VALUE), "#5c636a"];
+
+export function parsePoints(buffer) {
+  const view = new DataView(buffer);
+  const magic = String.fromCharCode(...new Uint8Array(buffer, 0, 4));
+  if (magic !== MAGIC || view.getUint32(4, true) !== 1) throw new Error("not a version-1 point payload");
+  const n = view.getUint32(8, true);
+  if (buffer.byteLength !== HEADER_BYTES + 12 * n) throw new Error(`point payload of ${buffer.byteLength} bytes for ${n} points`);
+  const x = new Float32Array(n);
+  const y = new Float32Array(n);
+  const value = new Float32Array(n);
+  for (let i = 0, offset = HEADER_BYTES; i < n; i += 1, offset += 12) {
+    x[i] = view.getFloat32(offset, true);
+    y[i] = view.getFloat32(offset + 4, true);
+    value[i] = view.getFloat32(offset + 8, true);
+  }
+  return { n, colour: COLOUR_KEYS[view.getUint32(12, true)], low: view.getFloat32(16, true), high: view.getFloat32(20, true), x, y, value };
+}
+
+function normalisedLayout(points) {
+  // regl-scatterplot draws in [-1, 1]; keep the UMAP's aspect ratio and leave a margin.
+  let [minX, maxX, minY, maxY] = [Infinity, -Infinity, Infinity, -Infinity];
+  for (let i = 0; i < points.n; i += 1) {
+    minX = Math.min(minX, points.x[i]); maxX = Math.max(maxX, points.x[i]);
+    minY = Math.min(minY, points.y[i]); maxY = Math.max(maxY, points.y[i]);
+  }
+  const side = Math.max(maxX - minX, maxY - minY) || 1;
+  const [cx, cy] = [(minX + maxX) / 2, (minY + maxY) / 2];
+  const k = 1.8 / side;
+  return { x: Array.from(points.x, (v) => (v - cx) * k), y: Array.from(points.y, (v) => (v - cy) * k) };
+}
+
+function main(root) {
+  const defaults = JSON.parse(root.dataset.state);
+  const nConcepts = Number(root.dataset.nConcepts);
+  const plot = document.getElementById("plot");
+  const canvas = document.getElementById("scatter");
+  const edgesSvg = document.getElementById("edges");
+  const tooltip = document.getElementById("tooltip");
+  const legend = document.getElementById("legend");
+  const status = document.getElementById("plot-status");
+  const controls = {
+    model: document.getElementById("model"),
+    colour: document.getElementById("colour"),
+    size: document.getElementById("size"),
+    radius: document.getElementById("radius"),
+  };
+  const radiusValue = document.getElementById("radius-value");
+  const jump = document.getElementById("jump");
+  const card = document.getElementById("card");
+  const context = document.getElementById("context");
+  const neighbourList = document.getElementById("neighbours");
+  const neighbourCount = document.getElementById("neighbour-count");
+  const selectionBox = document.getElementById("selection");
+  const placeholder = card.querySelector(".placeholder")?.outerHTML
+    ?? '<p class="muted placeholder">Click a concept on the map, jump to an id or search a label to open its card.</p>';
+
+  const payloads = new Map();
+  const briefs = new Map();
+  let layout = null;
+  let edges = null;
+  let highlighted = [];
+  let contextToken = 0;
+
+  function readUrl() {
+    const params = new URLSearchParams(window.location.search);
+    const concept = params.get("concept");
+    const radius = Number(params.get("radius") ?? defaults.radius);
+    return {
+      model: params.get("model") || defaults.model,
+      colour: params.get("colour") || defaults.colour,
+      size: params.get("size") || defaults.size,
+      concept: concept === null || concept === "" ? null : Number(concept),
+      radius: Number.isFinite(radius) ? Math.min(Math.max(radius, 0), 1) : defaults.radius,
+    };
+  }
+  const state = readUrl();
+
+  function urlOf(s) {
+    const params = new URLSearchParams({ model: s.model, colour: s.colour, size: s.size, radius: String(s.radius) });
+    if (s.concept !== null) params.set("concept", String(s.concept));
+    return `${window.location.pathname}?${params}`;
+  }
+
+  function syncControls() {
+    controls.model.value = state.model;
+    controls.colour.value = state.colour;
+    controls.size.value = state.size;
+    controls.radius.value = String(state.radius);
+    radiusValue.textContent = state.radius.toFixed(2);
+  }
+
+  const basePointSize = nConcepts <= 2000 ? 9 : nConcepts <= 10000 ? 5 : 3;
+  const scatterplot = createScatterplot({
+    canvas,
+    width: "auto",
+    height: "auto",
+    backgroundColor: "#14161a",
+    pointColor: POINT_COLOURS,
+    pointColorActive: "#ffffff",
+    pointColorHover: "#ff6b6b",
+    colorBy: "valueA",
+    pointSize: basePointSize,
+    pointSizeSelected: 2,
+    pointOutlineWidth: 2,
+    opacity: 0.9,
+    opacityInactiveScale: 0.55,
+    lassoColor: "#4dabf7",
+    lassoMinDelay: 10,
+    deselectOnDblClick: false,
+  });
+  window.blindspotExplorer = { scatterplot, state };
+
+  async function payload(model, colour) {
+    const url = `/api/explorer/points.bin?model=${encodeURIComponent(model)}&colour=${encodeURIComponent(colour)}`;
+    if (!payloads.has(url)) {
+      payloads.set(url, fetch(url).then(async (response) => {
+        if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
+        return parsePoints(await response.arrayBuffer());
+      }));
+    }
+    return payloads.get(url);
+  }
+
+  function drawLegend(points) {
+    const text = controls.colour.selectedOptions[0]?.title ?? points.colour;
+    const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Number(v.toPrecision(3)).toString());
+    legend.innerHTML = "";
+    const title = document.createElement("div");
+    title.textContent = text;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.background = `linear-gradient(to right, ${scale(VIRIDIS, 9).join(", ")})`;
+    const ends = document.createElement("div");
+    ends.className = "ends";
+    ends.innerHTML = "<span></span><span></span>";
+    ends.children[0].textContent = fmt(points.low);
+    ends.children[1].textContent = fmt(points.high);
+    const missing = document.createElement("div");
+    missing.innerHTML = '<span class="nan"></span>no value (dead or not attributed)';
+    legend.append(title, bar, ends, missing);
+  }
+
+  async function draw() {
+    status.hidden = false;
+    status.textContent = `loading ${nConcepts} concepts…`;
+    const colourPoints = await payload(state.model, state.colour);
+    const sizeSource = state.size === "frequency" ? "frequency" : state.size === "extremity" ? "delta" : null;
+    const sizePoints = sizeSource ? await payload(state.model, sizeSource) : null;
+    layout ??= normalisedLayout(colourPoints);
+    const { n, low, high, value } = colourPoints;
+    const span = high > low ? high - low : 1;
+    const category = new Array(n);
+    const size = new Array(n);
+    for (let i = 0; i < n; i += 1) {
+      const v = value[i];
+      category[i] = Number.isFinite(v) ? Math.min(NO_VALUE - 1, Math.max(0, Math.floor(((v - low) / span) * NO_VALUE))) : NO_VALUE;
+      if (sizePoints === null) size[i] = 0.5;
+      else {
+        const s = sizePoints.value[i];
+        const fraction = state.size === "frequency" ? s / (sizePoints.high || 1) : Math.abs(s - 0.5) * 2;
+        size[i] = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
+      }
+    }
+    scatterplot.set(sizePoints === null
+      ? { sizeBy: null, pointSize: basePointSize }
+      : { sizeBy: "valueB", pointSize: Array.from({ length: SIZE_STEPS }, (_, i) => basePointSize * (0.45 + (2.2 * i) / (SIZE_STEPS - 1))) });
+    await scatterplot.draw({ x: layout.x, y: layout.y, valueA: category, valueB: size },
+      { zDataType: "categorical", wDataType: "continuous" });
+    if (highlighted.length) scatterplot.select(highlighted, { preventEvent: true });
+    drawLegend(colourPoints);
+    plot.dataset.points = String(scatterplot.get("points").length);
+    plot.dataset.view = `${state.model}/${state.colour}/${state.size}`;
+    status.hidden = true;
+    drawEdges();
+  }
+
+  function line(x1, y1, x2, y2, cls, width) {
+    const el = document.createElementNS("http://www.w3.org/2000/svg", "line");
+    Object.entries({ x1, y1, x2, y2, class: cls, "stroke-width": width }).forEach(([k, v]) => el.setAttribute(k, v));
+    return el;
+  }
+
+  function drawEdges() {
+    edgesSvg.replaceChildren();
+    if (state.concept === null || edges === null || !plot.dataset.points) return;
+    const [ax, ay] = scatterplot.getScreenPosition(state.concept);
+    for (const side of ["generated", "real"]) { // real on top: dashed, so both show where partners agree
+      for (const partner of edges[side]) {
+        const [bx, by] = scatterplot.getScreenPosition(partner.concept);
+        edgesSvg.append(line(ax, ay, bx, by, side, 1 + 3 * partner.jaccard));
+      }
+    }
+    const anchor = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+    Object.entries({ cx: ax, cy: ay, r: basePointSize + 4, class: "anchor" }).forEach(([k, v]) => anchor.setAttribute(k, v));
+    edgesSvg.append(anchor);
+    edgesSvg.dataset.edges = String(edges.real.length + edges.generated.length);
+  }
+
+  function conceptLink(concept, text, extra) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = `/explorer?model=${encodeURIComponent(state.model)}&concept=${concept}`;
+    a.dataset.concept = String(concept);
+    a.textContent = `#${concept} ${text}`;
+    li.append(a);
+    if (extra) {
+      const span = document.createElement("span");
+      span.className = "muted";
+      span.textContent = ` ${extra}`;
+      li.append(span);
+    }
+    return li;
+  }
+
+  async function loadContext({ zoom = false } = {}) {
+    const token = ++contextToken;
+    if (state.concept === null) {
+      highlighted = [];
+      edges = null;
+      scatterplot.deselect({ preventEvent: true });
+      context.hidden = true;
+      drawEdges();
+      return;
+    }
+    const url = `/api/explorer/context?concept=${state.concept}&model=${encodeURIComponent(state.model)}&radius=${state.radius}`;
+    const response = await fetch(url);
+    if (!response.ok || token !== contextToken) return;
+    const data = await response.json();
+    edges = data.edges;
+    highlighted = [state.concept, ...data.neighbours.map((n) => n.concept)];
+    scatterplot.select(highlighted, { preventEvent: true });
+    neighbourList.replaceChildren(...data.neighbours.map((n) => conceptLink(n.concept, n.label, n.distance.toFixed(3))));
+    neighbourCount.textContent = `${data.neighbours.length} within ${state.radius.toFixed(2)} of the map`;
+    context.hidden = false;
+    drawEdges();
+    if (zoom) {
+      // close enough to see the concept's surroundings, whatever its neighbour count (one point alone would fill the view)
+      await scatterplot.zoomToLocation([layout.x[state.concept], layout.y[state.concept]], 0.45,
+        { transition: true, transitionDuration: 400 });
+    }
+  }
+
+  async function loadCard() {
+    if (state.concept === null) {
+      card.innerHTML = placeholder;
+      return;
+    }
+    await htmx.ajax("GET", `/concepts/${state.concept}?model=${encodeURIComponent(state.model)}`, { target: "#card", swap: "innerHTML" });
+    card.dataset.concept = String(state.concept);
+  }
+
+  async function openConcept(concept, { push = true, zoom = false } = {}) {
+    if (!Number.isInteger(concept) || concept < 0 || concept >= nConcepts) return;
+    state.concept = concept;
+    if (push) window.history.pushState(null, "", urlOf(state));
+    await Promise.all([loadCard(), loadContext({ zoom })]);
+  }
+
+  async function openSelection(ids) {
+    const response = await fetch("/explorer/selection", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "HX-Request": "true" },
+      body: JSON.stringify({ ids, model: state.model, order: "asc" }),
+    });
+    selectionBox.innerHTML = await response.text();
+    htmx.process(selectionBox);
+    if (highlighted.length) scatterplot.select(highlighted, { preventEvent: true });
+  }
+
+  async function showTooltip(index) {
+    const [x, y] = scatterplot.getScreenPosition(index);
+    tooltip.style.left = `${x}px`;
+    tooltip.style.top = `${y}px`;
+    tooltip.textContent = `#${index}`;
+    tooltip.hidden = false;
+    const key = `${state.model}:${index}`;
+    if (!briefs.has(key)) {
+      briefs.set(key, fetch(`/api/concepts/${index}/brief?model=${encodeURIComponent(state.model)}`).then((r) => r.json()));
+    }
+    const brief = await briefs.get(key);
+    if (tooltip.hidden || tooltip.dataset.index !== String(index)) return;
+    tooltip.replaceChildren(`#${brief.concept} ${brief.label} · `);
+    const delta = document.createElement("b");
+    delta.textContent = brief.delta === null ? "no δ" : `δ ${brief.delta.toFixed(3)}${brief.significant ? "" : " (n.s.)"}`;
+    tooltip.append(delta);
+  }
+
+  // -- scatter events ------------------------------------------------------------------------------------------
+  scatterplot.subscribe("pointOver", (index) => {
+    tooltip.dataset.index = String(index);
+    showTooltip(index);
+  });
+  scatterplot.subscribe("pointOut", () => {
+    tooltip.hidden = true;
+    tooltip.dataset.index = "";
+  });
+  scatterplot.subscribe("select", ({ points }) => {
+    if (points.length === 1) openConcept(points[0]);
+    else if (points.length > 1) openSelection(points);
+  });
+  let pendingFrame = 0;
+  scatterplot.subscribe("view", () => {
+    cancelAnimationFrame(pendingFrame);
+    pendingFrame = requestAnimationFrame(drawEdges);
+  });
+  window.addEventListener("resize", () => requestAnimationFrame(drawEdges));
+
+  // -- controls ------------------------------------------------------------------------------------------------
+  async function changeView(update) {
+    const modelChanged = update.model !== undefined && update.model !== state.model;
+    Object.assign(state, update);
+    window.history.pushState(null, "", urlOf(state));
+    await draw();
+    if (modelChanged) {
+      document.getElementById("search").dispatchEvent(new Event("search"));
+      await Promise.all([loadCard(), loadContext()]);
+    }
+  }
+  controls.model.addEventListener("change", () => changeView({ model: controls.model.value }));
+  controls.colour.addEventListener("change", () => changeView({ colour: controls.colour.value }));
+  controls.size.addEventListener("change", () => changeView({ size: controls.size.value }));
+  controls.radius.addEventListener("input", () => { radiusValue.textContent = Number(controls.radius.value).toFixed(2); });
+  controls.radius.addEventListener("change", () => {
+    state.radius = Number(controls.radius.value);
+    window.history.pushState(null, "", urlOf(state));
+    loadContext();
+  });
+  jump.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    const concept = Number(jump.value);
+    if (!Number.isInteger(concept) || concept < 0 || concept >= nConcepts) {
+      jump.setCustomValidity(`concept ids run from 0 to ${nConcepts - 1}`);
+      jump.reportValidity();
+      return;
+    }
+    jump.setCustomValidity("");
+    openConcept(concept, { zoom: true });
+  });
+  root.addEventListener("click", (event) => {
+    const close = event.target.closest("[data-close]");
+    if (close) {
+      document.querySelector(close.dataset.close).innerHTML = "";
+      return;
+    }
+    const link = event.target.closest("a[data-concept]");
+    if (!link || event.metaKey || event.ctrlKey || event.shiftKey) return;
+    event.preventDefault();
+    openConcept(Number(link.dataset.concept), { zoom: true });
+  });
+  document.body.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target.id === "label-block") {
+      for (const key of briefs.keys()) if (key.endsWith(`:${state.concept}`)) briefs.delete(key);
+    }
+  });
+
+  window.addEventListener("popstate", async () => {
+    const before = { ...state };
+    Object.assign(state, readUrl());
+    syncControls();
+    if (before.model !== state.model || before.colour !== state.colour || before.size !== state.size) await draw();
+    if (before.concept !== state.concept || before.model !== state.model) {
+      if (state.concept === null) scatterplot.zoomToOrigin({ transition: true, transitionDuration: 300 });
+      await Promise.all([loadCard(), loadContext()]);
+    } else if (before.radius !== state.radius) {
+      await loadContext();
+    }
+  });
+
+  // -- first paint: the server rendered the card of ?concept=, the scatter draws the rest ------------------------
+  syncControls();
+  window.history.replaceState(null, "", urlOf(state));
+  draw()
+    .then(() => loadContext())
+    .catch((error) => {
+      status.hidden = false;
+      status.textContent = `the map could not be drawn: ${error.message}`;
+    });
+}
+
+const root = document.getElementById("explorer");
+if (root) main(root);

@@ -1,0 +1,87 @@
+"""Model comparison: delta histograms with skewness, the Pearson matrix, delta of a vs b, datapoint-score histograms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.app.charts import app_client, charts, marks, series_marks
+
+HX = {"HX-Request": "true"}
+
+
+def test_json_holds_every_models_histogram_the_matrix_and_the_pair(client, atlas_db):
+    data = client.get("/api/compare", params={"a": "planted", "b": "same"}).json()
+    assert data["models"] == ["planted", "same"] and (data["a"], data["b"]) == ("planted", "same")
+    n_concepts = atlas_db.execute("SELECT count(*) FROM concepts").fetchone()[0]
+    for model, histogram in data["histograms"].items():
+        assert len(histogram["edges"]) == len(histogram["counts"]) + 1 == 101  # 100 bins over [0, 1] (appendix D.3)
+        assert histogram["edges"][0] == 0.0 and histogram["edges"][-1] == pytest.approx(1.0)
+        assert sum(histogram["counts"]) == n_concepts
+        skewness = atlas_db.execute("SELECT skewness FROM source_summary WHERE source_id = ?", [model]).fetchone()[0]
+        assert histogram["skewness"] == pytest.approx(skewness)
+    pearson = np.array(data["pearson"])
+    assert pearson.shape == (2, 2) and np.allclose(np.diag(pearson), 1.0) and np.allclose(pearson, pearson.T)
+    deltas = {m: dict(atlas_db.execute("""SELECT s.concept, s.delta FROM concept_stats s JOIN concepts c USING (concept)
+                                          WHERE s.source_id = ? AND NOT c.is_dead""", [m]).fetchall())
+              for m in ("planted", "same")}
+    scatter = data["scatter"]
+    assert scatter["concept"] == sorted(deltas["planted"])
+    assert scatter["a"] == pytest.approx([deltas["planted"][c] for c in scatter["concept"]])
+    assert scatter["b"] == pytest.approx([deltas["same"][c] for c in scatter["concept"]])
+    stored = atlas_db.execute("SELECT pearson FROM model_correlations WHERE source_a = 'planted' "
+                              "AND source_b = 'same'").fetchone()[0]
+    assert data["pearson_ab"] == pytest.approx(stored) == pearson[0, 1]
+
+
+def test_datapoint_histograms_count_every_pair_of_both_models(client, atlas_db):
+    points = client.get("/api/compare", params={"a": "same", "b": "planted"}).json()["datapoints"]
+    assert list(points["counts"]) == ["same", "planted"]
+    for model, counts in points["counts"].items():
+        n, median = atlas_db.execute("SELECT count(*), median(l2) FROM datapoints WHERE source_id = ?", [model]).fetchone()
+        assert sum(counts) == n == 48
+        assert points["summary"][model]["median"] == pytest.approx(median)
+        assert points["summary"][model]["q1"] <= median <= points["summary"][model]["q3"]
+    low, high = atlas_db.execute("SELECT min(l2), max(l2) FROM datapoints").fetchone()
+    assert points["edges"][0] == pytest.approx(low) and points["edges"][-1] == pytest.approx(high)
+
+
+def test_page_draws_each_chart_with_the_right_marks(client):
+    data = client.get("/api/compare").json()
+    page = client.get("/compare").text
+    drawn = charts(page)
+    for model, histogram in data["histograms"].items():
+        assert marks(drawn[model], "bar") == sum(1 for c in histogram["counts"] if c > 0)  # log scale: empty bins omitted
+    assert marks(drawn["pearson-matrix"], "cell") == len(data["models"]) ** 2
+    assert marks(drawn["delta-scatter"], "point") == len(data["scatter"]["concept"])
+    by_series = series_marks(drawn["datapoint-histogram"], "bar")
+    assert by_series == {m: sum(1 for c in counts if c > 0) for m, counts in data["datapoints"]["counts"].items()}
+    assert "skewness" in page and "Pearson r" in page
+
+
+def test_fragment_matches_the_page(client):
+    page = client.get("/compare", params={"a": "same", "b": "planted"}).text
+    fragment = client.get("/compare", params={"a": "same", "b": "planted"}, headers=HX).text
+    assert "<html" not in fragment and fragment.lstrip().startswith('<div id="compare"')
+    assert fragment.strip() in page
+
+
+def test_b_defaults_to_another_model_and_a_model_compares_with_itself(client):
+    data = client.get("/api/compare", params={"a": "same"}).json()
+    assert (data["a"], data["b"]) == ("same", "planted")
+    itself = client.get("/api/compare", params={"a": "same", "b": "same"}).json()
+    assert itself["scatter"]["a"] == itself["scatter"]["b"] and list(itself["datapoints"]["counts"]) == ["same"]
+
+
+@pytest.mark.parametrize("params", [{"a": "nope"}, {"b": "nope"}, {"a": "real"}])
+def test_unknown_models_are_404(client, params):
+    for path in ("/compare", "/api/compare"):
+        assert client.get(path, params=params).status_code == 404
+
+
+def test_an_atlas_without_analysis_explains_itself(world_atlas, tmp_path_factory):
+    with app_client(world_atlas, tmp_path_factory) as plain:
+        page = plain.get("/compare")
+        assert page.status_code == 200 and "without the analyze stage" in page.text
+        data = plain.get("/api/compare").json()
+        assert data["analysed"] is False and data["histograms"] == {} and data["pearson"] == []

@@ -1,0 +1,217 @@
+"""Concept cards: page, fragment and JSON; the paper's 2x2, histogram, heatmaps, decoder neighbours and user labels."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from app.settings import Settings
+from backend.labels import LabelError, LabelStore
+from precompute.sae import load_sae
+from tests.app.charts import app_client
+
+HX = {"HX-Request": "true"}
+
+
+def query(atlas, sql, params=None):
+    db = duckdb.connect(str(atlas / "atlas.duckdb"), read_only=True)
+    try:
+        return db.execute(sql, params or []).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def live(lens_atlas) -> int:
+    """A concept that fires on real and on 'planted' images (so every part of its card has data)."""
+    return query(lens_atlas, """SELECT concept FROM concept_stats JOIN concepts USING (concept)
+                                WHERE source_id = 'planted' AND NOT is_dead AND nu_real > 0.2 AND nu_gen > 0.2
+                                ORDER BY concept LIMIT 1""")[0][0]
+
+
+def test_card_statistics_are_the_atlas_rows_for_the_selected_model(client, lens_atlas, live):
+    card = client.get(f"/api/concepts/{live}", params={"model": "same"}).json()
+    stats = dict(zip(("delta", "ci_low", "ci_high", "relative_delta", "nu_real", "nu_gen", "significant"), query(
+        lens_atlas, "SELECT delta, ci_low, ci_high, relative_delta, nu_real, nu_gen, significant FROM concept_stats "
+                    "WHERE source_id = 'same' AND concept = ?", [live])[0]))
+    assert card["concept"] == live and card["model"] == "same"
+    assert {k: card["stats"][k] for k in stats} == stats
+    assert [d["source_id"] for d in card["deltas"]] == ["planted", "same"]
+    assert card["label"] == card["automatic_label"] == query(lens_atlas, "SELECT label FROM concepts WHERE concept = ?",
+                                                             [live])[0][0]
+    assert math.isclose(card["histogram"]["fires"]["real"], stats["nu_real"], rel_tol=1e-6)
+    assert math.isclose(card["histogram"]["fires"]["generated"], stats["nu_gen"], rel_tol=1e-6)
+    assert math.isclose(sum(card["histogram"]["real"]), stats["nu_real"], rel_tol=1e-6)  # bins hold every firing image
+
+
+def test_the_papers_2x2_pairs_each_sides_best_image_with_its_counterpart(client, lens_atlas, live):
+    quad = client.get(f"/api/concepts/{live}", params={"model": "planted"}).json()["quad"]
+    best = dict(query(lens_atlas, "SELECT source_id, item_id FROM exemplars WHERE concept = ? AND rank = 0", [live]))
+    (real_x, its_gen), (gen_x, its_real) = quad["real_best"], quad["generated_best"]
+    assert (real_x["source_id"], real_x["item_id"]) == ("real", best["real"])
+    assert (its_gen["source_id"], its_gen["item_id"]) == ("planted", best["real"])
+    assert (gen_x["source_id"], gen_x["item_id"]) == ("planted", best["planted"])
+    assert (its_real["source_id"], its_real["item_id"]) == ("real", best["planted"])
+    energies = dict(query(lens_atlas, "SELECT image_id, energy FROM energies WHERE concept = ?", [live]))
+    for image in (real_x, its_gen, gen_x, its_real):
+        assert math.isclose(image["energy"], energies.get(f"{image['source_id']}/{image['item_id']}", 0.0),
+                            rel_tol=1e-6)
+        assert image["heatmap"] is not None and client.get(image["url"]).status_code == 200
+    assert real_x["energy"] > 0 and gen_x["energy"] > 0
+
+
+def test_heatmap_png_is_the_stored_token_map_as_alpha(client, lens_atlas, live):
+    item, rows, cols, blob = query(lens_atlas, "SELECT item_id, grid_rows, grid_cols, heatmap FROM heatmaps "
+                                               "WHERE source_id = 'real' AND concept = ? LIMIT 1", [live])[0]
+    response = client.get(f"/api/heatmaps/real/{live}/{item}.png")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.mode == "RGBA" and image.size == (cols, rows)
+    np.testing.assert_array_equal(np.asarray(image)[..., 3], np.frombuffer(blob, dtype=np.uint8).reshape(rows, cols))
+    assert client.get(f"/api/heatmaps/real/{live}/no-such-item.png").status_code == 404
+    assert client.get(f"/api/heatmaps/nowhere/{live}/{item}.png").status_code == 404
+
+
+def test_nearest_concepts_are_ranked_by_decoder_cosine(client, lens_atlas, live):
+    nearest = client.get(f"/api/concepts/{live}").json()["nearest"]
+    with torch.no_grad():
+        atoms = load_sae(lens_atlas / "models" / "output-sae").eval().dictionary.double().numpy()
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    cosine = atoms @ atoms[live]
+    cosine[live] = -np.inf
+    assert nearest["available"] is True
+    assert [c["concept"] for c in nearest["concepts"]] == [int(i) for i in np.argsort(-cosine, kind="stable")[:10]]
+    np.testing.assert_allclose([c["cosine"] for c in nearest["concepts"]], np.sort(cosine)[::-1][:10], rtol=1e-5)
+
+
+def test_an_atlas_without_the_output_sae_says_so_on_the_card(lens_atlas, tmp_path_factory, live):
+    copy = tmp_path_factory.mktemp("no-sae") / "atlas"
+    shutil.copytree(lens_atlas, copy, ignore=shutil.ignore_patterns("models"))
+    with app_client(copy, tmp_path_factory) as client:
+        nearest = client.get(f"/api/concepts/{live}").json()["nearest"]
+        assert nearest["available"] is False and nearest["concepts"] == []
+        assert "no output-lens SAE" in client.get(f"/concepts/{live}").text
+
+
+def test_fragment_for_htmx_full_page_otherwise(client, live):
+    page = client.get(f"/concepts/{live}", params={"model": "planted"})
+    fragment = client.get(f"/concepts/{live}", params={"model": "planted"}, headers=HX)
+    assert page.status_code == fragment.status_code == 200
+    assert page.text.lstrip().lower().startswith("<!doctype html>") and 'class="views"' in page.text
+    assert "<html" not in fragment.text
+    assert 'id="concept-card"' in fragment.text and 'id="concept-card"' in page.text
+    for part in ('class="quad"', 'class="chart chart-histogram"', 'class="deltas"', "Co-occurs in real images",
+                 "Nearest concepts by decoder cosine", "data-heat-opacity", 'hx-post="/api/concepts/'):
+        assert part in fragment.text, part
+    assert "Internal features" not in fragment.text  # this atlas has no internal lens
+
+
+@pytest.mark.parametrize("path", ["/concepts/48", "/api/concepts/48", "/api/concepts/999/brief",
+                                  "/api/heatmaps/real/48/x.png"])
+def test_unknown_concepts_are_404(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and "no concept" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/concepts/-1", "/api/concepts/abc", "/concepts/1?model=" + "m" * 201])
+def test_malformed_requests_are_422(client, path):
+    assert client.get(path).status_code == 422
+
+
+def test_unknown_model_is_404(client):
+    assert client.get("/api/concepts/1", params={"model": "nope"}).status_code == 404
+
+
+# -- user labels ---------------------------------------------------------------------------------------------------
+
+def test_labels_persist_across_app_instances_and_win_everywhere(lens_atlas, tmp_path, live):
+    labels = tmp_path / "labels.json"
+    settings = Settings(atlas=lens_atlas, labels=labels)
+    with TestClient(create_app(settings)) as client:
+        saved = client.post(f"/api/concepts/{live}/label", data={"label": "  my   favourite  concept "})
+        assert saved.status_code == 200 and saved.json()["label"] == "my favourite concept"
+    with TestClient(create_app(settings)) as client:  # a restart
+        card = client.get(f"/api/concepts/{live}").json()
+        assert card["label"] == card["user_label"] == "my favourite concept"
+        assert client.get(f"/api/concepts/{live}/brief").json()["label"] == "my favourite concept"
+        assert [r["concept"] for r in client.get("/api/explorer/search", params={"q": "FAVOURITE"}).json()] == [live]
+        assert "my favourite concept" in client.get("/explorer", params={"concept": live}).text
+        restored = client.post(f"/api/concepts/{live}/label", json={"label": ""}).json()
+        assert restored["user_label"] is None and restored["label"] == card["automatic_label"]
+    assert json.loads(labels.read_text())["lenses"] and not list(tmp_path.glob("*.tmp"))
+
+
+def test_labels_survive_a_rebuild_of_the_same_lens_but_not_a_new_lens(lens_atlas, tmp_path, live):
+    labels = tmp_path / "labels.json"
+    rebuilt = tmp_path / "rebuilt"
+    shutil.copytree(lens_atlas, rebuilt)  # same output-lens SAE, new atlas folder
+    with TestClient(create_app(Settings(atlas=lens_atlas, labels=labels))) as client:
+        client.post(f"/api/concepts/{live}/label", data={"label": "kept"})
+    with TestClient(create_app(Settings(atlas=rebuilt, labels=labels))) as client:
+        assert client.get(f"/api/concepts/{live}").json()["user_label"] == "kept"
+    sae = load_sae(rebuilt / "models" / "output-sae")
+    with torch.no_grad():
+        sae.b_enc.add_(0.5)  # another SAE: its concept ids mean other things
+    sae.save_pretrained(rebuilt / "models" / "output-sae")
+    with TestClient(create_app(Settings(atlas=rebuilt, labels=labels))) as client:
+        assert client.get(f"/api/concepts/{live}").json()["user_label"] is None
+
+
+def test_a_label_of_120_wide_characters_is_accepted_in_both_encodings(lens_atlas, tmp_path, live):
+    label = "\U0001F600" * 120  # 4 UTF-8 bytes, 12 when percent-encoded or as a JSON surrogate pair
+    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json"))) as client:
+        assert client.post(f"/api/concepts/{live}/label", data={"label": label}).json()["label"] == label
+        assert client.post(f"/api/concepts/{live}/label", json={"label": label[:60]}).json()["label"] == label[:60]
+
+
+def test_labels_are_escaped_in_html(lens_atlas, tmp_path, live):
+    attack = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json"))) as client:
+        fragment = client.post(f"/api/concepts/{live}/label", data={"label": attack}, headers=HX)
+        assert fragment.status_code == 200 and 'id="label-block"' in fragment.text and "saved" in fragment.text
+        for html in (fragment.text, client.get(f"/concepts/{live}").text,
+                     client.get("/explorer/search", params={"q": "script"}).text,
+                     client.get("/explorer", params={"concept": live}).text):
+            assert "<script>alert" not in html and "<img src=x" not in html
+            assert "&lt;script&gt;alert(" in html
+
+
+@pytest.mark.parametrize("body, kind", [
+    ({"label": "x" * 121}, "form"), ({"label": "bell\x07"}, "json"), ({"label": "nul\x00"}, "json"),
+    ({"name": "no label field"}, "form"), ({"label": 5}, "json"), ("not json", "raw-json"),
+    ("label=%FF%FE", "raw-form"),  # percent-encoded bytes that are not UTF-8
+])
+def test_bad_labels_are_422_with_the_reason(client, live, body, kind):
+    if kind == "form":
+        response = client.post(f"/api/concepts/{live}/label", data=body)
+    elif kind == "json":
+        response = client.post(f"/api/concepts/{live}/label", json=body)
+    else:
+        kind = "application/json" if kind == "raw-json" else "application/x-www-form-urlencoded"
+        response = client.post(f"/api/concepts/{live}/label", content=body, headers={"content-type": kind})
+    assert response.status_code == 422 and response.json()["detail"]
+    assert client.get(f"/api/concepts/{live}").json()["user_label"] is None
+
+
+def test_labels_of_unknown_concepts_are_404(client):
+    assert client.post("/api/concepts/48/label", data={"label": "x"}).status_code == 404
+
+
+def test_a_corrupt_label_store_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "labels.json"
+    path.write_text("{not json")
+    with pytest.raises(LabelError, match="cannot read the label store"):
+        LabelStore(path, "lens")
+    path.write_text(json.dumps({"format": 99, "lenses": {}}))
+    with pytest.raises(LabelError, match="not a label store"):
+        LabelStore(path, "lens")

@@ -1,0 +1,211 @@
+"""The explorer: the binary point payload, the page and its JSON twin, search, neighbours, edges and lasso rankings."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+
+import duckdb
+import numpy as np
+import pytest
+
+from backend.explorer import COLOUR_KEYS, PAYLOAD_HEADER
+from tests.app.charts import app_client
+
+HX = {"HX-Request": "true"}
+
+
+def query(atlas, sql, params=None):
+    """Rows straight from the atlas file, to check the app against."""
+    db = duckdb.connect(str(atlas / "atlas.duckdb"), read_only=True)
+    try:
+        return db.execute(sql, params or []).fetchall()
+    finally:
+        db.close()
+
+
+def decode(payload: bytes) -> tuple[tuple, np.ndarray]:
+    header = PAYLOAD_HEADER.unpack(payload[:PAYLOAD_HEADER.size])
+    return header, np.frombuffer(payload[PAYLOAD_HEADER.size:], dtype="<f4").reshape(-1, 3)
+
+
+@pytest.mark.parametrize("colour, column", [("delta", "delta"), ("relative_delta", "relative_delta"),
+                                            ("frequency", "nu_real"), ("frequency_gen", "nu_gen")])
+def test_point_payload_is_12_bytes_per_concept_and_holds_the_layout_and_the_colour(client, lens_atlas, colour,
+                                                                                   column):
+    response = client.get("/api/explorer/points.bin", params={"model": "planted", "colour": colour})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
+    rows = query(lens_atlas, f"""SELECT c.umap_x, c.umap_y, CASE WHEN c.is_dead THEN 'NaN' ELSE s.{column} END
+                                 FROM concepts c
+                                 JOIN concept_stats s ON s.concept = c.concept AND s.source_id = 'planted'
+                                 ORDER BY c.concept""")
+    assert len(response.content) == PAYLOAD_HEADER.size + 12 * len(rows) == 24 + 12 * 48
+    (magic, version, n, colour_index, low, high), body = decode(response.content)
+    assert (magic, version, n, COLOUR_KEYS[colour_index]) == (b"BSPT", 1, len(rows), colour)
+    np.testing.assert_allclose(body, np.array(rows, dtype=np.float32), rtol=1e-6)
+    assert low <= np.nanmin(body[:, 2]) and np.nanmax(body[:, 2]) <= high + 1e-6
+
+
+def test_each_model_has_its_own_values_on_one_shared_layout(client):
+    planted = decode(client.get("/api/explorer/points.bin", params={"model": "planted"}).content)[1]
+    same = decode(client.get("/api/explorer/points.bin", params={"model": "same"}).content)[1]
+    np.testing.assert_array_equal(planted[:, :2], same[:, :2])
+    assert not np.array_equal(planted[:, 2], same[:, 2])
+
+
+@pytest.mark.parametrize("params, status", [
+    ({"colour": "rainbow"}, 422), ({"colour": "minority"}, 422),  # minority needs the internal lens
+    ({"model": "x" * 300}, 422), ({"model": "no-such-model"}, 404), ({"model": "real"}, 404),
+])
+def test_bad_payload_parameters_are_refused_with_the_reason(client, params, status):
+    response = client.get("/api/explorer/points.bin", params=params)
+    assert response.status_code == status
+    assert response.json()["detail"]
+
+
+def test_page_and_json_twin_carry_the_whole_view_state(client, lens_atlas):
+    params = {"model": "same", "colour": "frequency", "size": "extremity", "concept": 5, "radius": 0.2}
+    data = client.get("/api/explorer", params=params).json()
+    assert data["state"] == params and data["n_concepts"] == 48 and data["models"] == ["planted", "same"]
+    assert set(data["colours"]) == {"delta", "relative_delta", "frequency", "frequency_gen"}
+    assert data["points_url"] == "/api/explorer/points.bin?model=same&colour=frequency"
+    assert data["selected"]["concept"] == 5
+    page = client.get("/explorer", params=params)
+    assert page.status_code == 200 and "<html" in page.text
+    html = page.text
+    assert '<option value="same" selected>' in html and '<option value="extremity" selected>' in html
+    assert 'value="0.2"' in html and 'id="concept-card" data-concept="5" data-model="same"' in html
+    assert '<script type="module" src="/static/explorer.js">' in html
+
+
+def test_neighbours_are_the_concepts_within_the_radius_of_the_map(client, lens_atlas):
+    layout = np.array(query(lens_atlas, "SELECT umap_x, umap_y FROM concepts ORDER BY concept"))
+    side = (layout.max(0) - layout.min(0)).max()
+    distance = np.linalg.norm(layout - layout[7], axis=1) / side
+    for radius in (0.05, 0.15, 0.4):
+        data = client.get("/api/explorer/context", params={"concept": 7, "radius": radius, "model": "planted"}).json()
+        expected = [int(i) for i in np.argsort(distance, kind="stable") if i != 7 and distance[i] <= radius]
+        assert [n["concept"] for n in data["neighbours"]] == expected[:50]
+        assert all(math.isclose(n["distance"], distance[n["concept"]], rel_tol=1e-5) for n in data["neighbours"])
+    assert client.get("/api/explorer/context", params={"concept": 7, "radius": 0}).json()["neighbours"] == []
+
+
+@pytest.mark.parametrize("source", ["real", "planted"])
+def test_cooccurrence_edges_rank_partners_by_jaccard_of_the_images_they_fire_on(client, lens_atlas, source):
+    fires: dict[int, set[str]] = {}
+    for image, partner in query(lens_atlas, "SELECT image_id, concept FROM energies WHERE source_id = ?", [source]):
+        fires.setdefault(partner, set()).add(image)
+    concept = min(fires, key=lambda k: (-len(fires[k]), k))  # the concept that fires on most images
+    mine = fires[concept]
+    jaccard = {k: len(mine & v) / len(mine | v) for k, v in fires.items() if k != concept and mine & v}
+    edges = client.get("/api/explorer/context", params={"concept": concept, "model": "planted"}).json()["edges"]
+    side = edges["real" if source == "real" else "generated"]
+    assert len(side) == min(8, len(jaccard))
+    for edge in side:
+        assert math.isclose(edge["jaccard"], jaccard[edge["concept"]], rel_tol=1e-6)
+        assert edge["shared"] == len(mine & fires[edge["concept"]])
+    assert [e["jaccard"] for e in side] == sorted((e["jaccard"] for e in side), reverse=True)
+    assert side[-1]["jaccard"] >= sorted(jaccard.values(), reverse=True)[len(side) - 1] - 1e-9
+
+
+def test_search_matches_label_text_case_insensitively_and_treats_wildcards_literally(client, lens_atlas):
+    labels = dict(query(lens_atlas, "SELECT concept, label FROM concepts"))
+    worlds = dict(query(lens_atlas, "SELECT concept, coalesce(world_concept, '') FROM concepts"))
+    word = labels[0].split(",")[0].strip()
+    expected = sorted(k for k in labels if word.lower() in labels[k].lower() or word.lower() in worlds[k].lower())
+    found = client.get("/api/explorer/search", params={"q": word.upper(), "model": "planted"}).json()
+    assert len(found) == min(len(expected), 20) and {r["concept"] for r in found} <= set(expected)
+    assert client.get("/api/explorer/search", params={"q": "%"}).json() == []
+    underscored = sorted(k for k in labels if "_" in labels[k] or "_" in worlds[k])  # world names: plain_dark
+    found = client.get("/api/explorer/search", params={"q": "_"}).json()
+    assert len(found) == min(len(underscored), 20) and {r["concept"] for r in found} <= set(underscored)
+    assert client.get("/api/explorer/search", params={"q": "   "}).json() == []
+    assert client.get("/api/explorer/search", params={"q": "x" * 201}).status_code == 422
+    fragment = client.get("/explorer/search", params={"q": word}, headers=HX)
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert fragment.text.count("data-concept=") == min(len(expected), 20)
+
+
+def test_search_by_id_lists_that_concept_first(client):
+    for text in ("#17", "17", " #17 "):
+        assert client.get("/api/explorer/search", params={"q": text}).json()[0]["concept"] == 17
+    assert all(r["concept"] != 99 for r in client.get("/api/explorer/search", params={"q": "#99"}).json())
+
+
+def test_lasso_selection_is_ranked_by_delta_both_ways(client, lens_atlas):
+    ids = [0, 5, 9, 17, 30, 44]
+    delta = dict(query(lens_atlas, "SELECT concept, delta FROM concept_stats WHERE source_id = 'same'"))
+    up = client.post("/api/explorer/selection", json={"ids": ids, "model": "same"}).json()
+    down = client.post("/api/explorer/selection", json={"ids": ids + ids, "model": "same", "order": "desc"}).json()
+    assert up["count"] == down["count"] == len(ids)
+    assert [r["concept"] for r in up["concepts"]] == sorted(ids, key=lambda k: (delta[k], k))
+    assert [r["delta"] for r in down["concepts"]] == sorted((delta[k] for k in ids), reverse=True)
+    fragment = client.post("/explorer/selection", json={"ids": ids, "model": "same"}, headers=HX)
+    assert fragment.status_code == 200 and 'data-count="6"' in fragment.text
+    assert [int(x) for x in re.findall(r'data-concept="(\d+)"', fragment.text)] == \
+        [r["concept"] for r in up["concepts"]]
+
+
+@pytest.mark.parametrize("body", [{"ids": []}, {"ids": [-1]}, {"ids": [48]}, {"ids": ["a"]}, {"ids": [1], "order": "up"},
+                                  {}])
+def test_bad_selections_are_422(client, body):
+    assert client.post("/api/explorer/selection", json=body).status_code == 422
+
+
+@pytest.mark.parametrize("params, status", [
+    ({"radius": 2}, 422), ({"radius": -0.1}, 422), ({"concept": -1}, 422), ({"concept": "x"}, 422),
+    ({"size": "huge"}, 422), ({"concept": 48}, 404), ({"concept": 10_000_001}, 422),
+])
+def test_bad_view_state_is_refused(client, params, status):
+    assert client.get("/api/explorer", params=params).status_code == status
+    assert client.get("/explorer", params=params).status_code == status
+
+
+def test_an_atlas_without_analysis_gets_a_helpful_page_not_an_error(world_atlas, tmp_path_factory):
+    with app_client(world_atlas, tmp_path_factory) as client:
+        page = client.get("/explorer")
+        assert page.status_code == 200 and "no concept analysis yet" in page.text
+        assert "explorer.js" not in page.text
+        assert client.get("/api/explorer").json()["analysed"] is False
+        missing = client.get("/api/explorer/points.bin")
+        assert missing.status_code == 404 and "analyze" in missing.json()["detail"]
+        assert client.get("/concepts/0").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def attributed_atlas(lens_atlas, tmp_path_factory):
+    """A copy of the lens atlas with internal-lens rows for 'planted' (as the internal stage writes them)."""
+    out = tmp_path_factory.mktemp("attributed") / "atlas"
+    shutil.copytree(lens_atlas, out)
+    db = duckdb.connect(str(out / "atlas.duckdb"))
+    try:
+        db.execute("INSERT INTO internal_features SELECT 'planted', f, 0.1, 0.5, f / 10, true, f, 'feature ' || f "
+                   "FROM range(10) t(f)")
+        db.execute("INSERT INTO attributions SELECT 'planted', c, r, (c + r) % 10, 1.0 / (r + 1) "
+                   "FROM range(0, 48, 2) a(c), range(3) b(r)")  # even concepts only
+        db.execute("INSERT INTO attribution_probes SELECT 'planted', c, 7, 0.9 FROM range(0, 48, 2) a(c)")
+    finally:
+        db.close()
+    return out
+
+
+def test_minority_colour_and_steer_link_appear_only_with_the_internal_lens(attributed_atlas, tmp_path_factory):
+    dead = {c for (c,) in query(attributed_atlas, "SELECT concept FROM concepts WHERE is_dead")}
+    with app_client(attributed_atlas, tmp_path_factory) as client:
+        assert "minority" in client.get("/api/explorer", params={"model": "planted"}).json()["colours"]
+        assert "minority" not in client.get("/api/explorer", params={"model": "same"}).json()["colours"]
+        body = decode(client.get("/api/explorer/points.bin", params={"model": "planted", "colour": "minority"})
+                      .content)[1]
+        # the minority of each even concept's rank-0 feature; NaN where none is attributed or the concept is dead
+        expected = [(c % 10) / 10 if c % 2 == 0 and c not in dead else math.nan for c in range(48)]
+        np.testing.assert_allclose(body[:, 2], np.array(expected, dtype=np.float32))
+        card = client.get("/api/concepts/4", params={"model": "planted"}).json()
+        assert [f["feature"] for f in card["attributions"]["features"]] == [4, 5, 6]
+        assert card["attributions"]["steer_url"] == "/steer?features=4,5,6&concept=4&model=planted"
+        assert card["attributions"]["probe"] == {"positives": 7, "auroc": 0.9}
+        assert 'href="/steer?features=4,5,6&amp;concept=4&amp;model=planted"' in client.get("/concepts/4").text
+        assert client.get("/api/concepts/5", params={"model": "planted"}).json()["attributions"]["features"] == []
+        assert client.get("/api/concepts/4", params={"model": "same"}).json()["attributions"] is None
+        assert "steer with these" not in client.get("/concepts/4", params={"model": "same"}).text
+

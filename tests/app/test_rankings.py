@@ -1,0 +1,161 @@
+"""Blindspot rankings: page, htmx fragment and JSON agree; filters, paging, "load more", CSV and Parquet exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from tests.app.charts import app_client
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture(scope="module")
+def stats(lens_atlas):
+    """The concept statistics read straight from the atlas file, to check the views against."""
+    db = duckdb.connect(str(lens_atlas / "atlas.duckdb"), read_only=True)
+    try:
+        return db.execute("""SELECT s.*, c.is_dead FROM concept_stats s JOIN concepts c USING (concept)""").fetchdf()
+    finally:
+        db.close()
+
+
+def ranked_ids(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<tr class="ranked[^"]*" data-concept="(\d+)"', html)]
+
+
+def test_page_fragment_and_json_show_the_same_ranking(client):
+    params = {"model": "planted", "direction": "suppressed", "limit": 8}
+    data = client.get("/api/rankings", params=params).json()
+    page = client.get("/rankings", params=params)
+    fragment = client.get("/rankings", params=params, headers=HX)
+    assert page.status_code == fragment.status_code == 200
+    assert "<html" in page.text and "<html" not in fragment.text
+    assert fragment.text.lstrip().startswith('<div id="rankings"')
+    ids = [r["concept"] for r in data["rows"]]
+    assert ids and ranked_ids(page.text) == ranked_ids(fragment.text) == ids
+    assert [r["rank"] for r in data["rows"]] == list(range(1, len(ids) + 1))
+    first = data["rows"][0]
+    assert f'href="/concepts/{first["concept"]}?model=planted"' in page.text
+    assert f'src="/{first["real_exemplar"]}"' in page.text  # the best real exemplar's thumbnail
+
+
+@pytest.mark.parametrize("model", ["planted", "same"])
+@pytest.mark.parametrize("direction", ["suppressed", "exaggerated"])
+def test_ranking_holds_exactly_the_flagged_live_concepts_in_delta_order(client, stats, model, direction):
+    data = client.get("/api/rankings", params={"model": model, "direction": direction, "limit": 1000}).json()
+    expected = stats[(stats.source_id == model) & stats[direction] & ~stats.is_dead]
+    assert data["total"] == len(expected) == len(data["rows"])
+    assert {r["concept"] for r in data["rows"]} == set(expected.concept)
+    deltas = [r["delta"] for r in data["rows"]]
+    assert deltas == sorted(deltas, reverse=direction == "exaggerated")
+    assert all(r["delta"] < 0.1 if direction == "suppressed" else r["delta"] > 0.9 for r in data["rows"])
+
+
+def test_filters_select_significant_concepts_in_a_frequency_range(client, stats):
+    planted = stats[(stats.source_id == "planted") & stats.suppressed & ~stats.is_dead]
+    low, high = sorted(planted.nu_real)[len(planted) // 4], sorted(planted.nu_real)[3 * len(planted) // 4]
+    data = client.get("/api/rankings", params={"model": "planted", "significant": "true", "min_freq": low,
+                                               "max_freq": high, "limit": 1000}).json()
+    expected = planted[planted.significant & planted.nu_real.between(low, high)]
+    assert {r["concept"] for r in data["rows"]} == set(expected.concept)
+    assert data["total"] < len(planted)  # the filters removed something
+    assert parse_qs(urlsplit(data["links"]["csv"]).query)["significant"] == ["true"]
+
+
+@pytest.mark.parametrize("sort,key,descending", [("relative_delta", "relative_delta", False),
+                                                 ("frequency", "nu_real", True), ("confidence", "ci_high", False)])
+def test_sort_keys(client, sort, key, descending):
+    rows = client.get("/api/rankings", params={"model": "planted", "sort": sort, "limit": 1000}).json()["rows"]
+    values = [r[key] for r in rows]
+    assert values == sorted(values, reverse=descending)
+
+
+def test_pages_join_up_and_load_more_appends_the_next_rows(client):
+    everything = client.get("/api/rankings", params={"model": "planted", "limit": 1000}).json()
+    assert everything["total"] > 6, "the fixture needs enough blindspots to page"
+    first = client.get("/api/rankings", params={"model": "planted", "limit": 3}).json()
+    second = client.get("/api/rankings", params={"model": "planted", "limit": 3, "offset": 3}).json()
+    assert [r["concept"] for r in first["rows"] + second["rows"]] == [r["concept"] for r in everything["rows"][:6]]
+    assert [r["rank"] for r in second["rows"]] == [4, 5, 6]
+
+    page = client.get("/rankings", params={"model": "planted", "limit": 3}).text
+    more = re.search(r'hx-get="([^"]+)" hx-target="closest tr" hx-swap="outerHTML"\s+hx-push-url="([^"]+)"', page)
+    assert more, "a 'load more' control"
+    rows_url, pushed = (m.replace("&amp;", "&") for m in more.groups())
+    appended = client.get(rows_url, headers=HX).text
+    assert ranked_ids(appended) == [r["concept"] for r in second["rows"]]
+    assert "<table" not in appended  # rows only, to append in place
+    # the address after "load more" reproduces every row on screen
+    assert ranked_ids(client.get(pushed).text) == [r["concept"] for r in everything["rows"][:6]]
+
+    last = client.get("/rankings/rows", params={"model": "planted", "limit": 3,
+                                                "offset": everything["total"] - 2}).text
+    assert len(ranked_ids(last)) == 2 and "load more" not in last
+    beyond = client.get("/api/rankings", params={"model": "planted", "offset": 10_000}).json()
+    assert beyond["rows"] == [] and beyond["next_offset"] is None
+
+
+@pytest.mark.parametrize("params", [{}, {"direction": "exaggerated", "significant": "true"},
+                                    {"sort": "frequency", "min_freq": 0.2}])
+def test_csv_and_parquet_exports_hold_the_json_rows(client, params):
+    params = {"model": "planted", **params}
+    rows = client.get("/api/rankings", params={**params, "limit": 1000}).json()["rows"]
+    exported_csv = client.get("/api/rankings.csv", params=params)
+    assert exported_csv.headers["content-type"].startswith("text/csv")
+    assert "attachment" in exported_csv.headers["content-disposition"]
+    from_csv = list(csv.DictReader(io.StringIO(exported_csv.text)))
+    from_parquet = pq.read_table(io.BytesIO(client.get("/api/rankings.parquet", params=params).content)).to_pylist()
+    assert len(from_csv) == len(from_parquet) == len(rows)
+    for json_row, csv_row, parquet_row in zip(rows, from_csv, from_parquet):
+        assert int(csv_row["concept"]) == parquet_row["concept"] == json_row["concept"]
+        assert csv_row["label"] == parquet_row["label"] == json_row["label"]
+        assert float(csv_row["delta"]) == pytest.approx(json_row["delta"]) == parquet_row["delta"]
+        assert parquet_row["significant"] == json_row["significant"]
+        assert parquet_row["real_exemplar"] == json_row["real_exemplar"]
+
+
+def test_user_labels_replace_the_atlas_labels(lens_atlas, tmp_path_factory):
+    with app_client(lens_atlas, tmp_path_factory) as fresh:
+        concept = fresh.get("/api/rankings", params={"model": "planted"}).json()["rows"][0]["concept"]
+        fresh.app.state.explorer.labels.set(concept, "bird <feeder> & co")
+        rows = fresh.get("/api/rankings", params={"model": "planted"}).json()["rows"]
+        assert rows[0]["label"] == "bird <feeder> & co"
+        page = fresh.get("/rankings", params={"model": "planted"}).text
+        assert "bird &lt;feeder&gt; &amp; co" in page and "<feeder>" not in page
+        assert "bird <feeder> & co" in fresh.get("/api/rankings.csv", params={"model": "planted"}).text
+
+
+@pytest.mark.parametrize("path", ["/rankings", "/api/rankings", "/api/rankings.csv", "/api/rankings.parquet",
+                                  "/rankings/rows"])
+def test_unknown_model_is_404(client, path):
+    answer = client.get(path, params={"model": "no-such-model"})
+    assert answer.status_code == 404
+    assert "planted" in answer.json()["detail"]  # names the models there are
+
+
+@pytest.mark.parametrize("params", [{"direction": "sideways"}, {"sort": "label"}, {"min_freq": 1.5},
+                                    {"max_freq": -0.1}, {"min_freq": "often"}, {"min_freq": 0.6, "max_freq": 0.2},
+                                    {"limit": 0}, {"limit": 5000}, {"offset": -1}, {"significant": "maybe"}])
+def test_bad_parameters_are_422(client, params):
+    paths = ["/api/rankings", "/rankings", "/rankings/rows"]
+    if not {"limit", "offset"} & set(params):  # the exports take the filters, never a page
+        paths += ["/api/rankings.csv", "/api/rankings.parquet"]
+    for path in paths:
+        assert client.get(path, params=params).status_code == 422, (path, params)
+
+
+def test_an_atlas_without_analysis_explains_itself(world_atlas, tmp_path_factory):
+    with app_client(world_atlas, tmp_path_factory) as plain:
+        page = plain.get("/rankings")
+        assert page.status_code == 200 and "without the analyze stage" in page.text
+        data = plain.get("/api/rankings").json()
+        assert data["analysed"] is False and data["rows"] == [] and data["total"] == 0
+        assert plain.get("/api/rankings.csv").text.strip().split(",")[:2] == ["rank", "concept"]
+        assert pq.read_table(io.BytesIO(plain.get("/api/rankings.parquet").content)).num_rows == 0

@@ -1,0 +1,118 @@
+"""The SVG chart module: well-formed XML, the right marks, scales and ticks, escaped text, compact large charts."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from backend import svg
+from tests.app.charts import marks
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def parse(markup: str) -> ET.Element:
+    root = ET.fromstring(str(markup))
+    assert root.tag == f"{SVG}svg" and root.get("viewBox").startswith("0 0 ")
+    return root
+
+
+def bars(root: ET.Element) -> list[ET.Element]:
+    return [e for e in root.iter(f"{SVG}rect") if e.get("class") == "bar"]
+
+
+def test_histogram_draws_one_bar_per_non_empty_bin():
+    edges = np.linspace(0, 1, 11)
+    root = parse(svg.histogram(edges, {"planted": [0, 3, 0, 1, 9, 0, 0, 2, 0, 5]}, log_y=True, x_label="delta"))
+    assert len(bars(root)) == 5
+    heights = [float(b.get("height")) for b in bars(root)]
+    by_count = dict(zip([3, 1, 9, 2, 5], heights))
+    assert by_count[1] > 0 and by_count[1] < by_count[2] < by_count[3] < by_count[5] < by_count[9]
+    # a log axis: 9 is not three times as tall as 3
+    assert by_count[9] / by_count[3] < 2.5
+
+
+def test_overlaid_histograms_keep_their_series_apart():
+    root = parse(svg.histogram([0, 1, 2, 3], {"a": [1, 0, 2], "b": [0, 4, 4]}))
+    series = {g.get("data-series"): len([e for e in g if e.get("class") == "bar"])
+              for g in root.iter(f"{SVG}g") if g.get("class") == "series"}
+    assert series == {"a": 2, "b": 2}
+    assert marks(root, "bar") == 4
+
+
+def test_histogram_refuses_counts_that_do_not_fit_the_edges():
+    with pytest.raises(ValueError, match="11 edges need 10 counts"):
+        svg.histogram(np.linspace(0, 1, 11), {"x": [1, 2, 3]})
+
+
+def test_scatter_places_points_inside_the_frame_and_drops_what_a_log_axis_cannot_show():
+    x = np.array([0.0, 0.01, 0.1, 1.0, np.nan])
+    y = np.array([0.5, 0.2, 0.9, 0.1, 0.3])
+    frame = svg.Frame()
+    linear = parse(svg.scatter(x, y, x_domain=(0, 1), y_domain=(0, 1), frame=frame))
+    assert marks(linear, "point") == 4  # NaN left out
+    for circle in linear.iter(f"{SVG}circle"):
+        assert frame.x0 <= float(circle.get("cx")) <= frame.x1 and frame.y1 <= float(circle.get("cy")) <= frame.y0
+    assert marks(parse(svg.scatter(x, y, x_log=True)), "point") == 3  # and 0 on a log axis
+    # y grows upwards: the point with y = 0.9 is highest on screen
+    cy = {float(c.get("cx")): float(c.get("cy")) for c in linear.iter(f"{SVG}circle")}
+    assert min(cy, key=cy.get) == pytest.approx(frame.x0 + 0.1 * (frame.x1 - frame.x0))
+
+
+def test_large_scatters_and_heatmaps_stay_compact_and_countable():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    markup = svg.scatter(rng.random(n), rng.random(n), colour_values=rng.random(n), sizes=rng.uniform(1, 5, n))
+    root = parse(markup)
+    assert marks(root, "point") == n
+    assert len(markup) < 40 * n  # bytes per point: a zero-length path segment, not a <circle> element
+    matrix = rng.random((100, 100))
+    matrix[3, 4] = np.nan
+    heatmap = svg.heatmap(matrix, low=0.0, high=1.0)
+    root = parse(heatmap)
+    assert marks(root, "cell") == 10_000
+    assert any(e.get("fill") == svg.MISSING for e in root.iter(f"{SVG}path"))
+    assert len(heatmap) < 300_000
+
+
+def test_small_heatmap_annotates_values_and_labels_rows_and_columns():
+    root = parse(svg.heatmap(np.array([[1.0, 0.25], [0.25, 1.0]]), low=-1, high=1, row_labels=["a", "b"],
+                             col_labels=["a", "b"], annotate=True))
+    assert marks(root, "cell") == 4
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert texts.count("1.00") == 2 and texts.count("0.25") == 2
+
+
+def test_colour_scale_runs_from_blue_purple_to_yellow():
+    low, middle, high = svg.colour(np.array([0.0, 0.5, 1.0]), 0.0, 1.0)
+    assert (low, high) == ("#440154", "#fde725")
+    assert svg.colour(np.array([-5.0, 7.0]), 0.0, 1.0) == [low, high]  # clipped to the scale
+    assert middle not in (low, high)
+
+
+def test_text_from_data_is_escaped():
+    hostile = '<script>alert("x")</script> & "quotes"'
+    for markup in (svg.histogram([0, 1], {hostile: [2]}, title=hostile, x_label=hostile),
+                   svg.scatter([0.1], [0.2], titles=[hostile], x_label=hostile),
+                   svg.lines({hostile: ([1, 2], [3, 4])}),
+                   svg.heatmap(np.eye(2), low=0, high=1, row_labels=[hostile, "b"], col_labels=["a", hostile])):
+        assert "<script>" not in str(markup)
+        root = parse(markup)  # still well-formed
+        assert any(hostile in (e.text or "") or hostile in (e.get("data-series") or "") for e in root.iter())
+
+
+def test_ticks_are_round_numbers_inside_the_domain():
+    ticks = svg.Scale(0.0, 1.0, 0, 100).ticks()
+    assert ticks == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    odd = svg.Scale(3.7, 48.2, 0, 100).ticks()
+    assert all(3.7 <= t <= 48.2 for t in odd) and odd == pytest.approx([10, 20, 30, 40])
+    decades = svg.Scale(1e-5, 0.5, 0, 100, log=True).ticks()
+    assert set(decades) <= {1e-5, 1e-4, 1e-3, 1e-2, 1e-1} and len(decades) >= 3
+
+
+def test_lines_draw_one_polyline_per_series_with_its_points():
+    root = parse(svg.lines({"real": ([1, 2, 3], [10, 5, 1]), "gen": ([1, 2, 3], [9, 0, 2])}, y_log=True))
+    lines = {e.get("data-series"): int(e.get("data-points")) for e in root.iter(f"{SVG}polyline")}
+    assert lines == {"real": 3, "gen": 2}  # the zero cannot sit on a log axis

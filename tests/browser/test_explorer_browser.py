@@ -1,0 +1,160 @@
+"""The explorer in a real browser: the WebGL scatter draws every concept, clicks open cards, the URL is the state."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import duckdb
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser.conftest import ARTIFACTS
+
+BACKGROUND = np.array([0x14, 0x16, 0x1A])
+
+
+@pytest.fixture(scope="module")
+def atlas_facts(lens_atlas):
+    db = duckdb.connect(str(lens_atlas / "atlas.duckdb"), read_only=True)
+    try:
+        n = db.execute("SELECT count(*) FROM concepts").fetchone()[0]
+        live = [c for (c,) in db.execute("SELECT concept FROM concepts WHERE NOT is_dead ORDER BY concept").fetchall()]
+        delta = dict(db.execute("SELECT concept, delta FROM concept_stats WHERE source_id = 'planted'").fetchall())
+    finally:
+        db.close()
+    return {"n": n, "live": live, "delta": delta}
+
+
+def state(page) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+
+
+def open_explorer(page, base: str, query: str = "") -> None:
+    page.goto(f"{base}/explorer{query}")
+    page.wait_for_selector("#plot[data-points]", timeout=30_000)
+
+
+def point_on_page(page, concept: int) -> tuple[float, float]:
+    """Where the scatter draws ``concept``, in page coordinates (from the scatterplot's own camera)."""
+    x, y = page.evaluate("(i) => window.blindspotExplorer.scatterplot.getScreenPosition(i)", concept)
+    box = page.locator("#scatter").bounding_box()
+    return box["x"] + x, box["y"] + y
+
+
+def test_the_scatter_draws_every_concept(page, live_server, atlas_facts):
+    open_explorer(page, live_server)
+    assert int(page.get_attribute("#plot", "data-points")) == atlas_facts["n"]
+    assert page.evaluate("() => window.blindspotExplorer.scatterplot.get('points').length") == atlas_facts["n"]
+    # the WebGL canvas really shows points: many pixels differ from the plot's background
+    page.locator("#scatter").screenshot(path=str(ARTIFACTS / "scatter-only.png"))
+    pixels = np.asarray(Image.open(ARTIFACTS / "scatter-only.png").convert("RGB"), dtype=int)
+    coloured = np.abs(pixels - BACKGROUND).sum(-1) > 60
+    assert coloured.sum() > 20 * atlas_facts["n"]
+    assert "delta" in page.inner_text("#legend")
+    assert page.locator("#plot-status").is_hidden()
+
+
+def test_hover_shows_a_tooltip_and_click_opens_the_card_and_updates_the_url(page, live_server, atlas_facts):
+    open_explorer(page, live_server, "?model=planted")
+    concept = atlas_facts["live"][0]
+    x, y = point_on_page(page, concept)
+    page.mouse.move(x, y)
+    page.wait_for_function("(i) => document.querySelector('#tooltip').textContent.includes('δ')", arg=concept)
+    assert page.inner_text("#tooltip").startswith(f"#{concept} ")
+    assert f"{atlas_facts['delta'][concept]:.3f}" in page.inner_text("#tooltip")
+    page.mouse.click(x, y)
+    page.wait_for_selector(f"#concept-card[data-concept='{concept}']")
+    assert state(page)["concept"] == str(concept) and state(page)["model"] == "planted"
+    assert page.inner_text("#concept-card .concept-id") == f"#{concept}"
+    page.wait_for_selector("#edges line")  # co-occurrence edges drawn over the scatter
+    assert page.locator("#edges line").count() == int(page.get_attribute("#edges", "data-edges"))
+
+
+def test_jumping_and_the_back_button_restore_each_previous_view(page, live_server, atlas_facts):
+    first, second = atlas_facts["live"][0], atlas_facts["live"][-1]
+    open_explorer(page, live_server, f"?model=planted&concept={first}")
+    assert page.locator(f"#concept-card[data-concept='{first}']").count() == 1  # rendered by the server
+    page.evaluate("() => { document.querySelector('#scatter').dataset.mounted = 'once'; }")
+
+    page.select_option("#colour", "frequency")
+    page.wait_for_function("() => document.querySelector('#plot').dataset.view === 'planted/frequency/uniform'")
+    assert state(page)["colour"] == "frequency"
+    page.fill("#jump", str(second))
+    page.press("#jump", "Enter")
+    page.wait_for_selector(f"#concept-card[data-concept='{second}']")
+    assert state(page)["concept"] == str(second)
+
+    page.go_back()
+    page.wait_for_selector(f"#concept-card[data-concept='{first}']")
+    assert state(page) == {"model": "planted", "colour": "frequency", "size": "uniform", "radius": "0.05",
+                                "concept": str(first)}
+    page.go_back()
+    page.wait_for_function("() => document.querySelector('#plot').dataset.view === 'planted/delta/uniform'")
+    assert page.input_value("#colour") == "delta" and state(page)["concept"] == str(first)
+    # the scatter was mounted once: the same canvas survived every swap and history step
+    assert page.get_attribute("#scatter", "data-mounted") == "once"
+
+
+def test_model_switch_and_search_keep_the_url_in_step(page, live_server, atlas_facts):
+    open_explorer(page, live_server, "?model=planted")
+    page.select_option("#model", "same")
+    page.wait_for_function("() => document.querySelector('#plot').dataset.view === 'same/delta/uniform'")
+    assert state(page)["model"] == "same"
+    label = page.evaluate("(i) => fetch(`/api/concepts/${i}/brief`).then(r => r.json()).then(b => b.label)",
+                          atlas_facts["live"][1])
+    word = re.split(r"[,\s]+", label)[0]
+    page.fill("#search", word)
+    page.wait_for_selector("#search-results a[data-concept]")
+    hit = page.locator("#search-results a[data-concept]").first
+    concept = hit.get_attribute("data-concept")
+    hit.click()
+    page.wait_for_selector(f"#concept-card[data-concept='{concept}'][data-model='same']")
+    assert state(page)["concept"] == concept
+    page.go_back()
+    page.wait_for_function("() => !document.querySelector('#concept-card')")
+    assert "concept" not in state(page) and state(page)["model"] == "same"
+
+
+def test_a_lasso_opens_a_ranking_of_the_selection(page, live_server, atlas_facts):
+    open_explorer(page, live_server, "?model=planted")
+    box = page.locator("#scatter").bounding_box()
+    corners = [(box["x"] + 4, box["y"] + 4), (box["x"] + box["width"] - 4, box["y"] + 4),
+               (box["x"] + box["width"] - 4, box["y"] + box["height"] - 4), (box["x"] + 4, box["y"] + box["height"] - 4),
+               (box["x"] + 4, box["y"] + 6)]
+    page.keyboard.down("Shift")
+    page.mouse.move(*corners[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+        for t in np.linspace(0, 1, 12)[1:]:
+            page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
+            page.wait_for_timeout(20)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    page.wait_for_selector(".selection-ranking")
+    count = int(page.get_attribute(".selection-ranking", "data-count"))
+    assert count == atlas_facts["n"]
+    ranked = [int(c) for c in page.locator("#selection a[data-concept]").evaluate_all(
+        "links => links.map(a => a.dataset.concept)")]
+    assert ranked == sorted(ranked, key=lambda c: (atlas_facts["delta"][c], c))
+
+
+def test_editing_a_label_updates_the_card_and_the_tooltip(page, live_server, atlas_facts):
+    concept = atlas_facts["live"][2]
+    open_explorer(page, live_server, f"?model=planted&concept={concept}")
+    page.fill("#label-block input[name=label]", "hand-named <b>concept</b>")
+    page.click("#label-block button[type=submit]")
+    page.wait_for_selector("#label-block .ok")
+    assert page.inner_text("#label-block .concept-label") == "hand-named <b>concept</b>"  # text, not markup
+    x, y = point_on_page(page, concept)
+    page.mouse.move(x, y)
+    page.wait_for_function("() => document.querySelector('#tooltip').textContent.includes('hand-named')")
+    page.fill("#label-block input[name=label]", "x" * 121)
+    page.evaluate("() => document.querySelector('#label-block input[name=label]').removeAttribute('maxlength')")
+    page.fill("#label-block input[name=label]", "x" * 121)
+    page.click("#label-block button[type=submit]")
+    page.wait_for_function("() => document.querySelector('#label-block .error').textContent.includes('120')")
+    page.fill("#label-block input[name=label]", "")
+    page.click("#label-block button[type=submit]")
+    page.wait_for_function("() => !document.querySelector('#label-block').textContent.includes('hand-named')")
