@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
@@ -134,7 +135,7 @@ def _attributions(explorer: Explorer, concept: int, model: str, top: int = 8) ->
         probe = found[0] if found else None
     ids = ",".join(str(f["feature"]) for f in features[:3])
     return {"features": features, "probe": probe,
-            "steer_url": f"/steer?features={ids}&concept={concept}&model={model}" if features else None}
+            "steer_url": f"/steer?generator={quote(model)}&features={ids}&concept={concept}" if features else None}
 
 
 def concept_card(explorer: Explorer, concept: int, model: str) -> dict[str, Any]:
@@ -186,7 +187,11 @@ def heatmap_png(explorer: Explorer, source_id: str, concept: int, item_id: str) 
     if not found:
         raise NotFound(f"no heatmap of concept {concept} on {source_id}/{item_id}")
     row = found[0]
-    grid = np.frombuffer(bytes(row["heatmap"]), dtype=np.uint8).reshape(row["grid_rows"], row["grid_cols"])
+    return heat_png(np.frombuffer(bytes(row["heatmap"]), dtype=np.uint8).reshape(row["grid_rows"], row["grid_cols"]))
+
+
+def heat_png(grid: np.ndarray) -> bytes:
+    """A uint8 activation grid as an RGBA PNG: colour from the HEAT ramp, alpha the activation itself."""
     position = grid.astype(float) / 255 * (len(HEAT) - 1)
     anchors = np.arange(len(HEAT))
     rgb = np.stack([np.interp(position, anchors, HEAT[:, c]) for c in range(3)], axis=-1)

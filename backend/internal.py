@@ -11,6 +11,7 @@ internal lens; an atlas without one answers ``NoInternalLens``.
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 from typing import Any
 
 from backend.atlas import Atlas, NotFound
@@ -116,3 +117,46 @@ def scored_features(atlas: Atlas, generator: str) -> list[int]:
     return [r["feature"] for r in atlas.rows(
         "SELECT feature FROM internal_features WHERE source_id = ? AND minority IS NOT NULL ORDER BY feature",
         [generator])]
+
+
+def heatmap_png(atlas: Atlas, generator: str, feature: int, item_id: str) -> bytes:
+    """A feature's spatial map on one of its exemplars, as the concept cards' heatmap PNG (alpha = activation)."""
+    import numpy as np
+
+    from backend.concepts import heat_png
+
+    generator, _ = resolve_generator(atlas, generator)
+    found = atlas.rows("SELECT grid_rows, grid_cols, heatmap FROM internal_heatmaps "
+                       "WHERE source_id = ? AND feature = ? AND item_id = ?", [generator, feature, item_id])
+    if not found:
+        raise NotFound(f"no spatial map of feature {feature} of {generator!r} on item {item_id!r}")
+    row = found[0]
+    return heat_png(np.frombuffer(bytes(row["heatmap"]), dtype=np.uint8).reshape(row["grid_rows"], row["grid_cols"]))
+
+
+def ranking_page(atlas: Atlas, generator: str | None, limit: int, offset: int) -> dict[str, Any]:
+    """The minority ranking page: every generator with an internal lens, the chosen one's features, paging links."""
+    try:
+        lenses = internal_lenses(atlas)
+    except NoInternalLens as exc:
+        return {"missing": str(exc), "generators": [], "generator": None}
+    data = minority_ranking(atlas, generator or sorted(lenses)[0], limit, offset)
+    following = offset + len(data["features"])
+    base = f"/internal?generator={quote(data['generator'])}&limit={limit}"
+    data.update(generators=sorted(lenses), missing=None,
+                next_url=f"{base}&offset={following}" if following < data["kept"] else None,
+                previous_url=f"{base}&offset={max(0, offset - limit)}" if offset > 0 else None)
+    return data
+
+
+def feature_page(atlas: Atlas, generator: str, feature: int, user_labels: dict[int, str]) -> dict[str, Any]:
+    """A feature's card for the page: exemplars with heatmap URLs instead of values, the user's concept labels."""
+    card = feature_card(atlas, generator, feature)
+    for row in card["exemplars"]:
+        if row.pop("heatmap") is not None:
+            row["heatmap_url"] = (f"/api/internal/{quote(card['generator'])}/features/{feature}"
+                                  f"/heatmaps/{quote(row['item_id'])}.png")
+    for row in card["attributed_concepts"]:
+        row["label"] = user_labels.get(row["concept"]) or row["label"] or ""
+    card["steer_url"] = f"/steer?generator={quote(card['generator'])}&features={feature}"
+    return card

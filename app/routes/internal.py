@@ -1,15 +1,18 @@
-"""Internal-lens JSON endpoints: the minority ranking, a feature's card, the features attributed to a concept.
+"""The internal lens: the minority ranking and feature cards as pages, their JSON twins, the features of a concept.
 
-Queries live in ``backend.internal``; an atlas built without the internal lens answers 409.
+Queries live in ``backend.internal``; an atlas built without the internal lens answers
+409 on the JSON endpoints and a page saying how to add one.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, Response
 
-from app.deps import AtlasDep
+from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
+from app.render import render
 from backend import internal
 from backend.atlas import Atlas
 
@@ -47,3 +50,29 @@ def concept_features(concept: Concept, atlas: AtlasDep,
                      limit: Limit = 50) -> dict[str, Any]:
     """The internal features most attributed to an output-lens concept, and the probe's quality."""
     return _answer(internal.concept_features, atlas, concept, generator, limit)
+
+
+@router.get("/internal", response_class=HTMLResponse)
+def minority_page(request: Request, atlas: AtlasDep, templates: TemplatesDep,
+                  generator: Annotated[str | None, Query(max_length=64)] = None, limit: Limit = 50,
+                  offset: Offset = 0) -> HTMLResponse:
+    """The minority ranking after suppression (RAIGen), one generator at a time, paged."""
+    return render(request, templates, "internal.html", "_internal.html",
+                  internal.ranking_page(atlas, generator, limit, offset))
+
+
+@router.get("/internal/{generator}/features/{feature}", response_class=HTMLResponse)
+def feature_page(request: Request, generator: Generator, feature: Feature, atlas: AtlasDep,
+                 templates: TemplatesDep, labels: UserLabelsDep) -> HTMLResponse:
+    """A feature's card: its scores, exemplars with the feature's spatial map, the concepts it drives."""
+    card = _answer(internal.feature_page, atlas, generator, feature, labels)
+    return render(request, templates, "internal_feature.html", None, {"card": card})
+
+
+@router.get("/api/internal/{generator}/features/{feature}/heatmaps/{item_id}.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def feature_heatmap(generator: Generator, feature: Feature, atlas: AtlasDep,
+                    item_id: Annotated[str, Path(max_length=500)]) -> Response:
+    """The feature's spatial map on one exemplar: an RGBA PNG of the captured grid whose alpha is the activation."""
+    return Response(_answer(internal.heatmap_png, atlas, generator, feature, item_id), media_type="image/png",
+                    headers={"Cache-Control": "max-age=3600"})

@@ -1,8 +1,10 @@
-"""Steering endpoints: POST /api/steer runs (or finds in the cache) a steer; its images are served from the cache.
+"""Steering: POST /api/steer runs (or finds in the cache) a steer; the panel at /steer does the same from its URL.
 
 The work happens in ``backend.steering``; this router turns its outcomes into HTTP:
 bad inputs 422 (the app's BlindspotError handler), a full queue 429 with
 Retry-After, a request past the time limit 503, an atlas without an internal lens 409.
+The panel's result fragment (``/steer/result``) carries the same status codes, with
+the reason written in the fragment (a full queue retries by itself after Retry-After).
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, ConfigDict
 
+from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
+from app.render import render
 from backend.atlas import NotFound
+from backend.steer_page import FIELDS, labelled_result, panel_data, request_fields
 from backend.steering import SteeringBusy, SteeringService
-from backend.steering_inputs import SteeringInputError
+from backend.steering_inputs import SteeringInputError, SteerRequest
+from precompute.errors import BlindspotError
 
 router = APIRouter(tags=["steering"])
 
@@ -79,7 +85,11 @@ def steering_status(request: Request) -> dict[str, Any]:
 async def steer(body: SteerBody, request: Request) -> dict[str, Any]:
     """Generate the prompt unsteered and steered (same seed) and report the target concepts' energies in both."""
     service = service_for(request, body.generator)
-    steer_request = service.request(**body.model_dump(exclude={"generator"}))
+    return with_urls(await run_steer(service, service.request(**body.model_dump(exclude={"generator"}))))
+
+
+async def run_steer(service: SteeringService, steer_request: SteerRequest) -> dict[str, Any]:
+    """The cached result, or a new one from the worker: 429 when its queue is full, 503 past the time limit."""
     result = await run_in_threadpool(service.cached, steer_request)
     if result is None:
         try:
@@ -90,7 +100,43 @@ async def steer(body: SteerBody, request: Request) -> dict[str, Any]:
             result = await asyncio.wait_for(asyncio.wrap_future(future), service.limits.timeout_s + WAIT_GRACE_S)
         except TimeoutError as exc:  # SteeringTimeout from the worker, or the guard above
             raise HTTPException(503, detail=str(exc) or "the steering request timed out") from None
-    return with_urls(result)
+    return result
+
+
+def panel_params(request: Request) -> dict[str, Any]:
+    """The panel's state from the URL (``concept`` may repeat; otherwise the last value of a name counts, so a
+    checkbox after its hidden "false" wins); anything else in the query is ignored."""
+    query = request.query_params
+    params: dict[str, Any] = {name: (query.getlist(name) or [None])[-1] for name in FIELDS if name != "concept"}
+    params["concept"] = query.getlist("concept")
+    return params
+
+
+@router.get("/steer", response_class=HTMLResponse)
+def steer_panel(request: Request, atlas: AtlasDep, templates: TemplatesDep) -> HTMLResponse:
+    """The steering panel, filled from the URL; a complete form runs its steer as soon as the page loads."""
+    data = panel_data(atlas, request.app.state.steering, request.app.state.steering_unavailable, panel_params(request))
+    return render(request, templates, "steer.html", "_steer.html", data)
+
+
+@router.get("/steer/result", response_class=HTMLResponse)
+async def steer_result(request: Request, atlas: AtlasDep, templates: TemplatesDep,
+                       labels: UserLabelsDep) -> HTMLResponse:
+    """The baseline and steered images with the measured effect, or why there are none (same status as the API)."""
+    params = panel_params(request)
+    status, data = 200, {"retry_url": str(request.url.path) + "?" + request.url.query}
+    try:
+        service = service_for(request, params["generator"])
+        result = await run_steer(service, service.request(**request_fields(params)))
+        data["result"] = labelled_result(atlas, with_urls(result), labels)
+    except HTTPException as exc:
+        status, data["error"] = exc.status_code, exc.detail
+        data["retry_after"] = (exc.headers or {}).get("Retry-After")
+    except NotFound as exc:
+        status, data["error"] = 404, str(exc)
+    except BlindspotError as exc:
+        status, data["error"] = 422, str(exc)
+    return templates.TemplateResponse(request, "_steer_result.html", data, status_code=status)
 
 
 @router.get(IMAGE_ROUTE, response_class=FileResponse)

@@ -202,9 +202,9 @@ def test_minority_colour_and_steer_link_appear_only_with_the_internal_lens(attri
         np.testing.assert_allclose(body[:, 2], np.array(expected, dtype=np.float32))
         card = client.get("/api/concepts/4", params={"model": "planted"}).json()
         assert [f["feature"] for f in card["attributions"]["features"]] == [4, 5, 6]
-        assert card["attributions"]["steer_url"] == "/steer?features=4,5,6&concept=4&model=planted"
+        assert card["attributions"]["steer_url"] == "/steer?generator=planted&features=4,5,6&concept=4"
         assert card["attributions"]["probe"] == {"positives": 7, "auroc": 0.9}
-        assert 'href="/steer?features=4,5,6&amp;concept=4&amp;model=planted"' in client.get("/concepts/4").text
+        assert 'href="/steer?generator=planted&amp;features=4,5,6&amp;concept=4"' in client.get("/concepts/4").text
         assert client.get("/api/concepts/5", params={"model": "planted"}).json()["attributions"]["features"] == []
         assert client.get("/api/concepts/4", params={"model": "same"}).json()["attributions"] is None
         assert "steer with these" not in client.get("/concepts/4", params={"model": "same"}).text

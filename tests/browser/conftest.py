@@ -14,6 +14,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
-@pytest.fixture(scope="session")
-def live_server(lens_atlas, tmp_path_factory):
-    """The app over the lens atlas on a free loopback port (its own label store); yields the base URL."""
+@contextmanager
+def serve(atlas: Path, labels: Path):
+    """The app over ``atlas`` on a free loopback port (label store ``labels``); yields the base URL."""
     import uvicorn
 
     from app.main import create_app
     from app.settings import Settings
 
-    app = create_app(Settings(atlas=lens_atlas, labels=tmp_path_factory.mktemp("browser-labels") / "labels.json"))
+    app = create_app(Settings(atlas=atlas, labels=labels))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -49,6 +50,22 @@ def live_server(lens_atlas, tmp_path_factory):
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(lens_atlas, tmp_path_factory):
+    """The app over the lens atlas (its own label store); yields the base URL."""
+    with serve(lens_atlas, tmp_path_factory.mktemp("browser-labels") / "labels.json") as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def internal_server(internal_atlas, tmp_path_factory):
+    """The app over an atlas with the world model's internal lens, so it can steer; yields the base URL."""
+    if not CHROMIUM.is_file():  # do not build the atlas for nothing
+        pytest.skip(f"no chromium at {CHROMIUM} (install Debian's: apt-get install -y chromium)")
+    with serve(internal_atlas, tmp_path_factory.mktemp("browser-labels") / "labels.json") as base:
+        yield base
 
 
 @pytest.fixture(scope="session")

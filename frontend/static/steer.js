@@ -1,0 +1,8 @@
+// The steering panel: its result slot shows the server's answer whatever the status (a 422 names the bad field,
+// a 429 says the queue is full and retries by itself), where htmx would otherwise drop error responses.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  if (event.detail.target?.id === "steer-result" && event.detail.xhr.status >= 400) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});
