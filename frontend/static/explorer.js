@@ -1,6 +1,6 @@
 // The explorer page: the UMAP of all concepts drawn by regl-scatterplot (WebGL), mounted once; the concept card,
 // search results and lasso rankings are htmx fragments swapped in beside it. All view state (model, colour, size,
-// concept, radius) lives in the URL: controls push history entries and the back button restores them.
+// concept, radius, selection) lives in the URL: controls push history entries and the back button restores them.
 import { createScatterplot } from "/static/vendor/regl-scatterplot.js";
 
 // Point payload layout: see backend/explorer.py (24-byte header, then float32 x, y, value per concept).
@@ -55,6 +55,39 @@ function normalisedLayout(points) {
   return { x: Array.from(points.x, (v) => (v - cx) * k), y: Array.from(points.y, (v) => (v - cy) * k) };
 }
 
+// A lasso or box selection lives in the URL as its polygon in layout coordinates ("x,y;x,y;..."), at most
+// MAX_VERTICES vertices, so a shared link re-opens the same ranking.
+const MAX_VERTICES = 48;
+
+function polygonToText(vertices) {
+  const step = Math.max(1, Math.ceil(vertices.length / MAX_VERTICES));
+  return vertices.filter((_, i) => i % step === 0).map(([x, y]) => `${x.toFixed(4)},${y.toFixed(4)}`).join(";");
+}
+
+function polygonFromText(text) {
+  if (!text) return null;
+  const vertices = text.split(";").map((pair) => pair.split(",").map(Number));
+  const valid = vertices.length >= 3 && vertices.length <= MAX_VERTICES * 2
+    && vertices.every((v) => v.length === 2 && v.every(Number.isFinite));
+  return valid ? vertices : null;
+}
+
+function pointsInPolygon(layout, vertices) {
+  // even-odd ray casting over every point of the layout
+  const inside = [];
+  for (let i = 0; i < layout.x.length; i += 1) {
+    const [px, py] = [layout.x[i], layout.y[i]];
+    let hit = false;
+    for (let a = 0, b = vertices.length - 1; a < vertices.length; b = a, a += 1) {
+      const [ax, ay] = vertices[a];
+      const [bx, by] = vertices[b];
+      if ((ay > py) !== (by > py) && px < ((bx - ax) * (py - ay)) / (by - ay) + ax) hit = !hit;
+    }
+    if (hit) inside.push(i);
+  }
+  return inside;
+}
+
 function main(root) {
   const defaults = JSON.parse(root.dataset.state);
   const nConcepts = Number(root.dataset.nConcepts);
@@ -69,6 +102,7 @@ function main(root) {
     colour: document.getElementById("colour"),
     size: document.getElementById("size"),
     radius: document.getElementById("radius"),
+    select: document.getElementById("select-mode"),
   };
   const radiusValue = document.getElementById("radius-value");
   const jump = document.getElementById("jump");
@@ -97,6 +131,8 @@ function main(root) {
       size: params.get("size") || defaults.size,
       concept: concept === null || concept === "" ? null : Number(concept),
       radius: Number.isFinite(radius) ? Math.min(Math.max(radius, 0), 1) : defaults.radius,
+      select: params.get("select") === "box" ? "box" : "lasso",
+      sel: polygonFromText(params.get("sel")),
     };
   }
   const state = readUrl();
@@ -104,6 +140,8 @@ function main(root) {
   function urlOf(s) {
     const params = new URLSearchParams({ model: s.model, colour: s.colour, size: s.size, radius: String(s.radius) });
     if (s.concept !== null) params.set("concept", String(s.concept));
+    if (s.select === "box") params.set("select", "box");
+    if (s.sel) params.set("sel", polygonToText(s.sel));
     return `${window.location.pathname}?${params}`;
   }
 
@@ -112,6 +150,7 @@ function main(root) {
     controls.colour.value = state.colour;
     controls.size.value = state.size;
     controls.radius.value = String(state.radius);
+    controls.select.value = state.select;
     radiusValue.textContent = state.radius.toFixed(2);
   }
 
@@ -132,6 +171,7 @@ function main(root) {
     opacityInactiveScale: 0.55,
     lassoColor: "#4dabf7",
     lassoMinDelay: 10,
+    lassoType: state.select === "box" ? "rectangle" : "freeform",
     deselectOnDblClick: false,
   });
   window.blindspotExplorer = { scatterplot, state };
@@ -293,6 +333,20 @@ function main(root) {
     if (highlighted.length) scatterplot.select(highlighted, { preventEvent: true });
   }
 
+  function restoreSelection() {
+    // the selection of the URL: the concepts inside its polygon, ranked as a lasso would rank them
+    if (!state.sel || layout === null) {
+      selectionBox.innerHTML = "";
+      return Promise.resolve();
+    }
+    const ids = pointsInPolygon(layout, state.sel);
+    if (!ids.length) {
+      selectionBox.innerHTML = "";
+      return Promise.resolve();
+    }
+    return openSelection(ids.slice(0, 50000));
+  }
+
   async function showTooltip(index) {
     const [x, y] = scatterplot.getScreenPosition(index);
     tooltip.style.left = `${x}px`;
@@ -324,6 +378,12 @@ function main(root) {
     if (points.length === 1) openConcept(points[0]);
     else if (points.length > 1) openSelection(points);
   });
+  scatterplot.subscribe("lassoEnd", ({ coordinates }) => {
+    // regl-scatterplot reports the drawn polygon in data (layout) coordinates: that polygon is the selection's state
+    if (!coordinates || coordinates.length < 3) return;
+    state.sel = coordinates.map(([x, y]) => [x, y]);
+    window.history.pushState(null, "", urlOf(state));
+  });
   let pendingFrame = 0;
   scatterplot.subscribe("view", () => {
     cancelAnimationFrame(pendingFrame);
@@ -339,12 +399,17 @@ function main(root) {
     await draw();
     if (modelChanged) {
       document.getElementById("search").dispatchEvent(new Event("search"));
-      await Promise.all([loadCard(), loadContext()]);
+      await Promise.all([loadCard(), loadContext(), restoreSelection()]);
     }
   }
   controls.model.addEventListener("change", () => changeView({ model: controls.model.value }));
   controls.colour.addEventListener("change", () => changeView({ colour: controls.colour.value }));
   controls.size.addEventListener("change", () => changeView({ size: controls.size.value }));
+  controls.select.addEventListener("change", () => {
+    state.select = controls.select.value === "box" ? "box" : "lasso";
+    scatterplot.set({ lassoType: state.select === "box" ? "rectangle" : "freeform" });
+    window.history.pushState(null, "", urlOf(state));
+  });
   controls.radius.addEventListener("input", () => { radiusValue.textContent = Number(controls.radius.value).toFixed(2); });
   controls.radius.addEventListener("change", () => {
     state.radius = Number(controls.radius.value);
@@ -367,6 +432,10 @@ function main(root) {
     const close = event.target.closest("[data-close]");
     if (close) {
       document.querySelector(close.dataset.close).innerHTML = "";
+      if (close.dataset.close === "#selection" && state.sel) {
+        state.sel = null;
+        window.history.pushState(null, "", urlOf(state));
+      }
       return;
     }
     const link = event.target.closest("a[data-concept]");
@@ -384,7 +453,10 @@ function main(root) {
     const before = { ...state };
     Object.assign(state, readUrl());
     syncControls();
+    if (before.select !== state.select) scatterplot.set({ lassoType: state.select === "box" ? "rectangle" : "freeform" });
     if (before.model !== state.model || before.colour !== state.colour || before.size !== state.size) await draw();
+    const selText = (s) => (s.sel ? polygonToText(s.sel) : "");
+    if (selText(before) !== selText(state) || (state.sel && before.model !== state.model)) await restoreSelection();
     if (before.concept !== state.concept || before.model !== state.model) {
       if (state.concept === null) scatterplot.zoomToOrigin({ transition: true, transitionDuration: 300 });
       await Promise.all([loadCard(), loadContext()]);
@@ -397,7 +469,7 @@ function main(root) {
   syncControls();
   window.history.replaceState(null, "", urlOf(state));
   draw()
-    .then(() => loadContext())
+    .then(() => Promise.all([loadContext(), restoreSelection()]))
     .catch((error) => {
       status.hidden = false;
       status.textContent = `the map could not be drawn: ${error.message}`;

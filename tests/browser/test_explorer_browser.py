@@ -138,6 +138,52 @@ def test_a_lasso_opens_a_ranking_of_the_selection(page, live_server, atlas_facts
     ranked = [int(c) for c in page.locator("#selection a[data-concept]").evaluate_all(
         "links => links.map(a => a.dataset.concept)")]
     assert ranked == sorted(ranked, key=lambda c: (atlas_facts["delta"][c], c))
+    # the selection is in the URL: the link re-opens the same ranking, closing it takes it out of the URL
+    assert "sel" in state(page)
+    page.goto(page.url)
+    page.wait_for_selector(".selection-ranking")
+    assert int(page.get_attribute(".selection-ranking", "data-count")) == count
+    page.click("#selection [data-close]")
+    assert "sel" not in state(page)
+    page.go_back()
+    page.wait_for_selector(".selection-ranking")
+
+
+def drag_with_shift(page, start, end, steps: int = 15) -> None:
+    page.keyboard.down("Shift")
+    page.mouse.move(*start)
+    page.mouse.down()
+    for nudge in (1, 2):  # the lasso anchors at the first recorded move: make that the start, within a pixel
+        page.mouse.move(start[0] + nudge * np.sign(end[0] - start[0]), start[1] + nudge * np.sign(end[1] - start[1]))
+        page.wait_for_timeout(20)
+    for t in np.linspace(0, 1, steps)[1:]:
+        page.mouse.move(start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t)
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+
+
+def test_a_box_selects_the_concepts_inside_it(page, live_server, atlas_facts):
+    open_explorer(page, live_server, "?model=planted")
+    page.select_option("#select-mode", "box")
+    assert state(page)["select"] == "box"
+    box = page.locator("#scatter").bounding_box()
+    left, top = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+    right, bottom = box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7
+    drag_with_shift(page, (left, top), (right, bottom))
+    page.wait_for_selector(".selection-ranking")
+    count = int(page.get_attribute(".selection-ranking", "data-count"))
+    screen = page.evaluate("(n) => Array.from({length: n}, (_, i) => window.blindspotExplorer.scatterplot"
+                           ".getScreenPosition(i))", atlas_facts["n"])
+    x0, y0 = left - box["x"], top - box["y"]
+    x1, y1 = right - box["x"], bottom - box["y"]
+
+    def inside(margin):
+        return sum(1 for x, y in screen if x0 + margin < x < x1 - margin and y0 + margin < y < y1 - margin)
+
+    assert 0 < inside(4) <= count <= inside(-4)  # a rectangle, up to the pixels on its border
+    sel = [tuple(map(float, v.split(","))) for v in state(page)["sel"].split(";")]
+    assert len({x for x, _ in sel}) == 2 and len({y for _, y in sel}) == 2  # the URL holds the rectangle
 
 
 def test_editing_a_label_updates_the_card_and_the_tooltip(page, live_server, atlas_facts):
