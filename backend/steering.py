@@ -275,11 +275,13 @@ class SteeringService:
             return self._models
         from precompute.encoders import load_energy_model
         from precompute.generators.registry import load_diffusers, load_world_model
+        from precompute.progress import quiet_library_bars
         from precompute.sae import load_sae
         from precompute.stages.common import resolve_device
         from precompute.stages.encode import Lens
 
         started = time.perf_counter()
+        quiet_library_bars()
         generator = self.parts.generator
         device = resolve_device(self.parts.device if self.parts.device != "auto" else generator.device)
         load = load_world_model if isinstance(generator, WorldModelGeneratorConfig) else load_diffusers

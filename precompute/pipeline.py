@@ -16,7 +16,7 @@ from pathlib import Path
 from precompute.atlas.writer import ATLAS_DB
 from precompute.config import RunConfig
 from precompute.errors import ConfigError
-from precompute.progress import progress_bar
+from precompute.progress import progress_bar, quiet_library_bars
 from precompute.stages.common import SHARD_SIZE, ProgressFactory, StageContext
 
 log = logging.getLogger(__name__)
@@ -86,15 +86,6 @@ def parse_stages(names: str | Sequence[str] | None) -> list[str]:
     return [n for n in STAGE_NAMES if n in chosen]
 
 
-def _quiet_library_bars() -> None:
-    """Model loading in diffusers and transformers draws its own bars; the stages' bars report the work."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
-
 def run_pipeline(
     config: RunConfig,
     out: Path,
@@ -114,7 +105,7 @@ def run_pipeline(
     from precompute.stages.train import run_train
 
     chosen = parse_stages(stages)
-    _quiet_library_bars()
+    quiet_library_bars()
     ctx = StageContext(config=config, work=Path(work) if work else default_work_dir(out), progress=progress,
                        shard_size=shard_size)
     ctx.work.mkdir(parents=True, exist_ok=True)

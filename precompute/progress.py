@@ -56,3 +56,12 @@ def progress_bar(total: int | None, description: str, unit: str = "it") -> Itera
 
 def quiet(_: int = 1) -> None:
     """The ``advance`` of code run without a bar."""
+
+
+def quiet_library_bars() -> None:
+    """Model loading in diffusers and transformers draws its own bars; our own bars report the work."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
