@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+import duckdb
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -17,6 +18,15 @@ def app_client(atlas, tmp_path_factory) -> TestClient:
     """A client of the app over ``atlas`` with a label store of its own (the atlas folder stays untouched)."""
     labels = tmp_path_factory.mktemp("labels") / "labels.json"
     return TestClient(create_app(Settings(atlas=atlas, labels=labels)))
+
+
+def query(atlas, sql, params=None) -> list[tuple]:
+    """Rows straight from the atlas file, to check the app against."""
+    db = duckdb.connect(str(atlas / "atlas.duckdb"), read_only=True)
+    try:
+        return db.execute(sql, params or []).fetchall()
+    finally:
+        db.close()
 
 
 def charts(html: str) -> dict[str, ET.Element]:

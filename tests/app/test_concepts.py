@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 
-import duckdb
 import numpy as np
 import pytest
 import torch
@@ -18,17 +17,9 @@ from app.main import create_app
 from app.settings import Settings
 from backend.labels import LabelError, LabelStore
 from precompute.sae import load_sae
-from tests.app.charts import app_client
+from tests.app.charts import app_client, query
 
 HX = {"HX-Request": "true"}
-
-
-def query(atlas, sql, params=None):
-    db = duckdb.connect(str(atlas / "atlas.duckdb"), read_only=True)
-    try:
-        return db.execute(sql, params or []).fetchall()
-    finally:
-        db.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,9 @@ import numpy as np
 import pytest
 
 from backend.explorer import COLOUR_KEYS, PAYLOAD_HEADER
-from tests.app.charts import app_client
+from tests.app.charts import app_client, query
 
 HX = {"HX-Request": "true"}
-
-
-def query(atlas, sql, params=None):
-    """Rows straight from the atlas file, to check the app against."""
-    db = duckdb.connect(str(atlas / "atlas.duckdb"), read_only=True)
-    try:
-        return db.execute(sql, params or []).fetchall()
-    finally:
-        db.close()
 
 
 def decode(payload: bytes) -> tuple[tuple, np.ndarray]:
