@@ -307,7 +307,11 @@ def evaluate() -> None:
               help="A flagged concept is backed by the truth when its world concept's frequency changed this much.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 def eval_world(atlas: Path, min_auroc: float, min_change: float, as_json: bool) -> None:
-    """Planted-blindspot recall, false alarms and Spearman(delta, true change) of a world ATLAS."""
+    """Planted-blindspot recall, false alarms and Spearman(delta, true change) of a world ATLAS.
+
+    Also scored against the explained truth of each SAE concept (its energy modelled from
+    the world annotations of the real images): unexplained alarms and explained Spearman.
+    """
     import json
 
     from precompute.evaluation import as_dicts, evaluate_world
@@ -318,11 +322,13 @@ def eval_world(atlas: Path, min_auroc: float, min_change: float, as_json: bool) 
         return
     from rich.table import Table
 
-    table = Table("generator", "recall", "false alarms", "Spearman", "matched world concepts", "missed")
+    table = Table("generator", "recall", "false alarms", "Spearman", "unexplained alarms", "explained Spearman",
+                  "matched world concepts", "missed")
     for s in scores:
         table.add_row(s.source_id, f"{s.found}/{s.planted} = {s.recall:.2f}",
                       f"{s.false_alarms}/{s.flagged} = {s.false_alarm_rate:.2f}", f"{s.spearman:.3f}",
-                      str(s.matched_concepts), ", ".join(s.missed) or "-")
+                      f"{s.unexplained_alarms}/{s.flagged} = {s.unexplained_alarm_rate:.2f}",
+                      f"{s.spearman_explained:.3f}", str(s.matched_concepts), ", ".join(s.missed) or "-")
     console.print(table)
 
 

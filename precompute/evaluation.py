@@ -12,11 +12,30 @@ frequency of every world concept, so ``true_change[c] = freq_gen[c] - freq_real[
   than ``min_change`` or goes the other way;
 - Spearman: rank correlation, over the world concepts, between the delta of the SAE
   concept that detects a world concept best and that world concept's true change.
+
+The matching above asks every SAE concept to stand for one world concept, and most do
+not: an SAE learns composites (a shape at a size, a shape without a shadow) whose
+energy really changes with a planted effect while no single world concept they match
+changes. So the evaluation also scores against a truth defined per SAE concept, the
+*explained* change: a least-squares model of each concept's energy from the world
+annotations (presence of every world concept, plus an intercept) is fitted on the real
+images; the change the truth implies is that model applied to the difference of the
+mean annotation vectors, generated minus real, and its delta is sigmoid(change / T).
+Then
+
+- unexplained alarms: flagged concepts whose explained delta goes the other way from
+  0.5, or lies less than half as far from 0.5 as the measured delta;
+- explained Spearman: rank correlation of measured and explained delta over the live
+  concepts.
+
+The fit needs only sums the atlas can give in SQL (annotation co-occurrence counts and
+energy sums per world concept), never an images x concepts matrix.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -53,6 +72,9 @@ class GeneratorScore:
     spearman: float
     matched_concepts: int
     missed: list[str]
+    unexplained_alarms: int = 0  # against the explained truth (module docstring)
+    unexplained_alarm_rate: float = 0.0
+    spearman_explained: float = float("nan")
 
 
 def _query(db: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:
@@ -79,6 +101,9 @@ def evaluate_world(atlas: Path, min_auroc: float = MIN_AUROC, min_change: float 
             SELECT g.source_id, g.concept, g.frequency - r.frequency
             FROM freq g JOIN freq r ON r.concept = g.concept AND r.source_id = 'real'
             WHERE g.source_id != 'real'""")}
+        temperature = json.loads(_query(db, "SELECT value FROM atlas_info WHERE key = 'config'")[0][0])[
+            "analysis"]["temperature"]
+        world, weights = _explanation(db)
         scores = []
         for source_id in planted:
             stats = _query(db, """
@@ -86,8 +111,70 @@ def evaluate_world(atlas: Path, min_auroc: float = MIN_AUROC, min_change: float 
                 FROM concept_stats s JOIN concepts c USING (concept)
                 WHERE s.source_id = ? AND NOT c.is_dead""", [source_id])
             effects = _query(db, "SELECT concept, effect FROM planted_effects WHERE source_id = ?", [source_id])
-            scores.append(_score(source_id, stats, effects, truth, min_auroc, min_change))
+            score = _score(source_id, stats, effects, truth, min_auroc, min_change)
+            scores.append(replace(score, **_explained_scores(db, source_id, world, weights, temperature)))
     return scores
+
+
+def _annotation_means(db: duckdb.DuckDBPyConnection, source_id: str, world: list[str]) -> np.ndarray:
+    """The share of ``source_id``'s images annotated with each world concept."""
+    shares = dict(_query(db, """SELECT a.concept, count(*) / max(s.n_images) FROM world_annotations a
+                                JOIN sources s USING (source_id) WHERE a.source_id = ? GROUP BY a.concept""",
+                         [source_id]))
+    return np.array([shares.get(w, 0.0) for w in world])
+
+
+def _explanation(db: duckdb.DuckDBPyConnection) -> tuple[list[str], np.ndarray]:
+    """Least-squares weights (world concepts + intercept, K) of every SAE concept's energy on the real images.
+
+    Normal equations from sums: A^T A from annotation co-occurrence counts, A^T Y from
+    energy sums per (world concept, SAE concept); solved by least squares, because
+    exclusive families (one count per image) make A^T A singular. The predictions that
+    matter, differences of mean annotation vectors, do not depend on that choice.
+    """
+    world = [r[0] for r in _query(db, "SELECT concept FROM world_concepts ORDER BY concept")]
+    index = {w: i for i, w in enumerate(world)}
+    n_world, n_concepts = len(world), _query(db, "SELECT count(*) FROM concepts")[0][0]
+    gram = np.zeros((n_world + 1, n_world + 1))
+    for a, b, count in _query(db, """SELECT x.concept, y.concept, count(*) FROM world_annotations x
+                                     JOIN world_annotations y ON y.image_id = x.image_id
+                                     WHERE x.source_id = 'real' GROUP BY ALL"""):
+        gram[index[a], index[b]] = count
+    for w, count in _query(db, "SELECT concept, count(*) FROM world_annotations WHERE source_id = 'real' GROUP BY 1"):
+        gram[index[w], n_world] = gram[n_world, index[w]] = count
+    gram[n_world, n_world] = _query(db, "SELECT n_images FROM sources WHERE source_id = 'real'")[0][0]
+    moments = np.zeros((n_world + 1, n_concepts))
+    for w, k, total in _query(db, """SELECT a.concept, e.concept, sum(e.energy) FROM energies e
+                                     JOIN world_annotations a ON a.image_id = e.image_id
+                                     WHERE e.source_id = 'real' GROUP BY ALL"""):
+        moments[index[w], k] = total
+    for k, total in _query(db, "SELECT concept, sum(energy) FROM energies WHERE source_id = 'real' GROUP BY 1"):
+        moments[n_world, k] = total
+    weights = np.linalg.lstsq(gram, moments, rcond=None)[0]
+    return world, weights
+
+
+def _explained_scores(db: duckdb.DuckDBPyConnection, source_id: str, world: list[str], weights: np.ndarray,
+                      temperature: float) -> dict:
+    """Unexplained alarms and explained Spearman of one generator (see the module docstring)."""
+    shift = _annotation_means(db, source_id, world) - _annotation_means(db, "real", world)
+    explained = 1 / (1 + np.exp(-(shift @ weights[:-1]) / temperature))
+    rows = _query(db, """SELECT s.concept, s.delta, s.suppressed, s.exaggerated FROM concept_stats s
+                         JOIN concepts c USING (concept) WHERE s.source_id = ? AND NOT c.is_dead ORDER BY 1""",
+                  [source_id])
+    concepts = np.array([r[0] for r in rows], dtype=np.int64)
+    measured = np.array([r[1] for r in rows])
+    flagged = np.array([r[2] or r[3] for r in rows], dtype=bool)
+    implied = explained[concepts]
+    agrees = (np.sign(implied - 0.5) == np.sign(measured - 0.5)) & \
+        (np.abs(implied - 0.5) >= 0.5 * np.abs(measured - 0.5))
+    unexplained = int((flagged & ~agrees).sum())
+    rho = float("nan")
+    if concepts.size >= 3 and measured.std() > 0 and implied.std() > 0:
+        rho = float(spearmanr(measured, implied).statistic)
+    return {"unexplained_alarms": unexplained,
+            "unexplained_alarm_rate": unexplained / int(flagged.sum()) if flagged.any() else 0.0,
+            "spearman_explained": rho}
 
 
 def _score(source_id, stats, effects, truth, min_auroc, min_change) -> GeneratorScore:
