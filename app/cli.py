@@ -95,7 +95,7 @@ def demo(out: Path, config_path: Path | None, rebuild: bool, serve: bool, host: 
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Atlas folder to write.")
 @click.option("--stages", default=None,
-              help="Comma-separated stages to run (default: all): sample, generate, encode, train, analyze, build.")
+              help="Comma-separated stages to run (default: all): sample, generate, train, encode, analyze, internal, build.")
 @click.option("--work", type=click.Path(path_type=Path), default=None,
               help="Folder for resumable stage outputs (default: <out>.work beside the atlas).")
 def precompute(config_path: Path, out: Path, stages: str | None, work: Path | None) -> None:
