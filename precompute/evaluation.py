@@ -92,18 +92,13 @@ def evaluate_world(atlas: Path, min_auroc: float = MIN_AUROC, min_change: float 
         if _query(db, "SELECT count(*) FROM concept_stats")[0][0] == 0:
             raise AtlasError(f"{atlas} has no blindspot analysis: run the train, encode and analyze stages")
         planted = [r[0] for r in _query(db, "SELECT source_id FROM sources WHERE kind = 'planted' ORDER BY 1")]
-        truth = {(s, c): change for s, c, change in _query(db, """
-            WITH freq AS (
-                SELECT s.source_id, w.concept, count(a.concept) / max(s.n_images) AS frequency
-                FROM sources s CROSS JOIN world_concepts w
-                LEFT JOIN world_annotations a ON a.source_id = s.source_id AND a.concept = w.concept
-                GROUP BY ALL)
-            SELECT g.source_id, g.concept, g.frequency - r.frequency
-            FROM freq g JOIN freq r ON r.concept = g.concept AND r.source_id = 'real'
-            WHERE g.source_id != 'real'""")}
+        world, weights = _explanation(db)
+        real = _annotation_means(db, "real", world)
+        # the exact change of every world concept's frequency, from the generators' own annotations
+        shifts = {source_id: _annotation_means(db, source_id, world) - real for source_id in planted}
+        truth = {(source_id, w): float(change) for source_id, shift in shifts.items() for w, change in zip(world, shift)}
         temperature = json.loads(_query(db, "SELECT value FROM atlas_info WHERE key = 'config'")[0][0])[
             "analysis"]["temperature"]
-        world, weights = _explanation(db)
         scores = []
         for source_id in planted:
             stats = _query(db, """
@@ -112,7 +107,7 @@ def evaluate_world(atlas: Path, min_auroc: float = MIN_AUROC, min_change: float 
                 WHERE s.source_id = ? AND NOT c.is_dead""", [source_id])
             effects = _query(db, "SELECT concept, effect FROM planted_effects WHERE source_id = ?", [source_id])
             score = _score(source_id, stats, effects, truth, min_auroc, min_change)
-            scores.append(replace(score, **_explained_scores(db, source_id, world, weights, temperature)))
+            scores.append(replace(score, **_explained_scores(db, source_id, shifts[source_id], weights, temperature)))
     return scores
 
 
@@ -154,10 +149,10 @@ def _explanation(db: duckdb.DuckDBPyConnection) -> tuple[list[str], np.ndarray]:
     return world, weights
 
 
-def _explained_scores(db: duckdb.DuckDBPyConnection, source_id: str, world: list[str], weights: np.ndarray,
+def _explained_scores(db: duckdb.DuckDBPyConnection, source_id: str, shift: np.ndarray, weights: np.ndarray,
                       temperature: float) -> dict:
-    """Unexplained alarms and explained Spearman of one generator (see the module docstring)."""
-    shift = _annotation_means(db, source_id, world) - _annotation_means(db, "real", world)
+    """Unexplained alarms and explained Spearman of one generator (see the module docstring); ``shift``: the
+    generator's mean annotation vector minus the real images'."""
     explained = 1 / (1 + np.exp(-(shift @ weights[:-1]) / temperature))
     rows = _query(db, """SELECT s.concept, s.delta, s.suppressed, s.exaggerated FROM concept_stats s
                          JOIN concepts c USING (concept) WHERE s.source_id = ? AND NOT c.is_dead ORDER BY 1""",
