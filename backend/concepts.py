@@ -186,12 +186,13 @@ def heatmap_png(explorer: Explorer, source_id: str, concept: int, item_id: str) 
                                 "WHERE source_id = ? AND concept = ? AND item_id = ?", [source_id, concept, item_id])
     if not found:
         raise NotFound(f"no heatmap of concept {concept} on {source_id}/{item_id}")
-    row = found[0]
-    return heat_png(np.frombuffer(bytes(row["heatmap"]), dtype=np.uint8).reshape(row["grid_rows"], row["grid_cols"]))
+    return heat_png(found[0])
 
 
-def heat_png(grid: np.ndarray) -> bytes:
-    """A uint8 activation grid as an RGBA PNG: colour from the HEAT ramp, alpha the activation itself."""
+def heat_png(row: dict[str, Any]) -> bytes:
+    """A stored heatmap row (``heatmap`` uint8 row-major bytes, ``grid_rows``, ``grid_cols``) as an RGBA PNG:
+    colour from the HEAT ramp, alpha the activation itself."""
+    grid = np.frombuffer(bytes(row["heatmap"]), dtype=np.uint8).reshape(row["grid_rows"], row["grid_cols"])
     position = grid.astype(float) / 255 * (len(HEAT) - 1)
     anchors = np.arange(len(HEAT))
     rgb = np.stack([np.interp(position, anchors, HEAT[:, c]) for c in range(3)], axis=-1)

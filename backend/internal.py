@@ -121,8 +121,6 @@ def scored_features(atlas: Atlas, generator: str) -> list[int]:
 
 def heatmap_png(atlas: Atlas, generator: str, feature: int, item_id: str) -> bytes:
     """A feature's spatial map on one of its exemplars, as the concept cards' heatmap PNG (alpha = activation)."""
-    import numpy as np
-
     from backend.concepts import heat_png
 
     generator, _ = resolve_generator(atlas, generator)
@@ -130,8 +128,7 @@ def heatmap_png(atlas: Atlas, generator: str, feature: int, item_id: str) -> byt
                        "WHERE source_id = ? AND feature = ? AND item_id = ?", [generator, feature, item_id])
     if not found:
         raise NotFound(f"no spatial map of feature {feature} of {generator!r} on item {item_id!r}")
-    row = found[0]
-    return heat_png(np.frombuffer(bytes(row["heatmap"]), dtype=np.uint8).reshape(row["grid_rows"], row["grid_cols"]))
+    return heat_png(found[0])
 
 
 def ranking_page(atlas: Atlas, generator: str | None, limit: int, offset: int) -> dict[str, Any]:

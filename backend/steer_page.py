@@ -57,6 +57,12 @@ def parse_concepts(values: list[str]) -> list[int]:
     return concepts
 
 
+def _checked(params: dict[str, Any]) -> bool:
+    """``conditional_only`` from the URL: on when absent (the default), off when it says false, 0, off or nothing."""
+    value = params.get("conditional_only")
+    return value is None or str(value).lower() not in ("false", "0", "off", "")
+
+
 def _optional_number(params: dict[str, Any], name: str, kind: type) -> Any:
     text = str(params.get(name) or "").strip()
     if not text:
@@ -78,7 +84,7 @@ def request_fields(params: dict[str, Any]) -> dict[str, Any]:
             "mode": mode, "seed": _optional_number(params, "seed", int) or 0,
             "steps": _optional_number(params, "steps", int), "guidance": _optional_number(params, "guidance", float),
             "step_range": None if start is None else [start, stop],
-            "conditional_only": str(params.get("conditional_only", "true")).lower() not in ("false", "0", "off", ""),
+            "conditional_only": _checked(params),
             "concepts": parse_concepts(params.get("concept") or [])}
 
 
@@ -90,7 +96,7 @@ def panel_data(atlas: Atlas, services: dict[str, SteeringService], unavailable: 
     form = {name: params.get(name) for name in FIELDS}
     form["generator"], form["mode"] = generator, form["mode"] or "add"
     form["concept"] = ",".join(params.get("concept") or [])
-    form["conditional_only"] = str(params.get("conditional_only", "true")).lower() not in ("false", "0", "off", "")
+    form["conditional_only"] = _checked(params)
     service = services.get(generator) if generator else None
     proposed = None
     if not form["prompt"] and form["concept"]:
