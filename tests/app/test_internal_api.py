@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-import torch
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -16,17 +15,15 @@ from app.main import create_app
 from app.settings import Settings
 from backend.atlas import Atlas
 from backend.steering import SteeringBusy
+from tests.conftest import one_torch_thread
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def client(internal_atlas):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with TestClient(create_app(Settings(atlas=internal_atlas))) as test_client:
+    with one_torch_thread(), TestClient(create_app(Settings(atlas=internal_atlas))) as test_client:
         yield test_client
-    torch.set_num_threads(threads)
 
 
 def test_internal_endpoints_answer_from_the_tables(client):
@@ -58,13 +55,9 @@ def test_steering_an_attributed_feature_of_the_built_atlas(client):
 
 
 def test_eval_steer_reports_attributed_against_random_features(internal_atlas):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         run = CliRunner().invoke(cli, ["eval", "steer", str(internal_atlas), "--concepts", "2", "--features", "2",
                                        "--prompts", "2", "--seeds", "0,1", "--json"])
-    finally:
-        torch.set_num_threads(threads)
     assert run.exit_code == 0, run.output
     report = json.loads(run.output[run.output.index("{"):])
     atlas = Atlas(internal_atlas)

@@ -7,13 +7,12 @@ import threading
 
 import httpx
 import pytest
-import torch
 
 from app.main import create_app
 from app.settings import Settings
 from backend.steering import SteeringService
 from backend.steering_inputs import SteeringLimits
-from tests.conftest import build_atlas
+from tests.conftest import build_atlas, one_torch_thread
 from tests.steering_support import add_internal_lens, steerable_config, world_captions
 
 PROMPT = world_captions(1)[0]
@@ -21,10 +20,8 @@ PROMPT = world_captions(1)[0]
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

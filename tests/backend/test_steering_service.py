@@ -13,7 +13,7 @@ from backend.internal import NoInternalLens
 from backend.steering import SteeringBusy, SteeringParts, SteeringService, SteeringTimeout
 from backend.steering_inputs import SteeringInputError, SteeringLimits
 from precompute.config import WorldModelGeneratorConfig
-from tests.conftest import build_atlas
+from tests.conftest import build_atlas, one_torch_thread
 from tests.steering_support import POINT, add_internal_lens, steerable_config, world_captions
 
 PROMPT = world_captions(1)[0]
@@ -22,10 +22,8 @@ STEPS = 4
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def make_service(tmp_path, internal_sae, output_sae, **limits) -> SteeringService:

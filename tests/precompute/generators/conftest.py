@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import one_torch_thread
+
 
 def save_tiny_sd(folder: Path, seed: int = 0) -> Path:
     """A tiny ``StableDiffusionPipeline`` (real classes, random weights) written with ``save_pretrained``."""
@@ -53,10 +55,6 @@ def tiny_sd_other(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def one_thread():
-    """One torch thread for the test: on a busy 2-core machine spin-waiting threads make tiny models 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """One torch thread for the test (see ``one_torch_thread``)."""
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)

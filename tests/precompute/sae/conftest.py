@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from precompute.sae import RASAE, RASAEConfig, build_sae, kmeans_candidates
+from tests.conftest import one_torch_thread
 
 VARIANTS = ("topk", "batchtopk", "rasae", "matryoshka")
 DIM, CONCEPTS, K = 16, 64, 4
@@ -45,7 +46,5 @@ def variant(request) -> str:
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny shapes gain nothing from threads, and the machine is shared: use one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with one_torch_thread():
+        yield
