@@ -11,15 +11,16 @@ from backend.atlas import Atlas
 from backend.explorer import Explorer
 
 
-def get_atlas(request: Request) -> Atlas:
+# Plain lookups, declared async so FastAPI calls them on the event loop instead of handing each one to a thread.
+async def get_atlas(request: Request) -> Atlas:
     return request.app.state.atlas
 
 
-def get_templates(request: Request) -> Jinja2Templates:
+async def get_templates(request: Request) -> Jinja2Templates:
     return request.app.state.templates
 
 
-def get_explorer(request: Request) -> Explorer:
+async def get_explorer(request: Request) -> Explorer:
     return request.app.state.explorer
 
 
@@ -28,7 +29,7 @@ TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
 ExplorerDep = Annotated[Explorer, Depends(get_explorer)]
 
 
-def get_user_labels(request: Request) -> dict[int, str]:
+async def get_user_labels(request: Request) -> dict[int, str]:
     """The user's own concept labels (concept id -> label); analysis views show them instead of the atlas's."""
     return request.app.state.explorer.labels.all()
 

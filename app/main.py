@@ -30,6 +30,8 @@ def create_app(settings: Settings) -> FastAPI:
         labels = LabelStore(settings.labels or default_label_path(settings.atlas),
                             lens_identity(app.state.atlas.root, app.state.atlas.info()))
         app.state.explorer = Explorer(app.state.atlas, labels)
+        # the card's tables, read in the background (about 1 s at 32,000 concepts)
+        warming = app.state.explorer.cards.warm() if app.state.explorer.analysed else None
         # steering only where the atlas has an internal lens; models load on the first request
         app.state.steering, app.state.steering_unavailable = steering_services(app.state.atlas)
         for service in app.state.steering.values():
@@ -39,6 +41,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             for service in app.state.steering.values():
                 service.close()
+            if warming is not None:
+                warming.join()  # it reads the atlas: let it finish before the atlas closes
             app.state.atlas.close()
 
     app = FastAPI(title="Blindspot Atlas", lifespan=lifespan)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from precompute.atlas.schema import SCHEMA_VERSION
 from precompute.atlas.writer import ATLAS_DB
@@ -36,6 +37,7 @@ class Atlas:
         except duckdb.Error as exc:
             raise AtlasError(f"cannot open {path}: {exc}") from None
         self._lock = threading.Lock()
+        self._info: dict[str, str] | None = None
         version = self.info().get("schema_version")
         if version != str(SCHEMA_VERSION):
             raise AtlasError(f"{path} has schema version {version}; this software reads version {SCHEMA_VERSION}")
@@ -54,8 +56,20 @@ class Atlas:
         finally:
             cursor.close()
 
+    def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """Run a parameterised query and return its result as an Arrow table (bulk reads)."""
+        with self._lock:
+            cursor = self._db.cursor()
+        try:
+            return cursor.sql(sql, params=params or None).to_arrow_table()
+        finally:
+            cursor.close()
+
     def info(self) -> dict[str, str]:
-        return {r["key"]: r["value"] for r in self.rows("SELECT key, value FROM atlas_info")}
+        """The build's key/value facts (read once: a server never sees its atlas change)."""
+        if self._info is None:
+            self._info = {r["key"]: r["value"] for r in self.rows("SELECT key, value FROM atlas_info")}
+        return dict(self._info)
 
     def sources(self) -> list[dict[str, Any]]:
         rows = self.rows("SELECT source_id, kind, label, config, n_images FROM sources "

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from backend.atlas import NotFound
+from backend.cards import STAT_COLUMNS, CardIndex
 from backend.explorer import Explorer
 
-HISTOGRAM_BINS = 24
 # Heatmap colours (inferno anchors); alpha follows the activation, so where the concept is absent the image shows.
 HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=float)
 
@@ -29,97 +29,69 @@ def heatmap_url(source_id: str, concept: int, item_id: str) -> str:
     return f"/api/heatmaps/{source_id}/{concept}/{item_id}.png"
 
 
-def _concept_energies(explorer: Explorer, concept: int, model: str) -> dict[str, dict[str, float]]:
-    """The concept's non-zero energies on the real and ``model``'s images: source -> image id -> energy (one scan)."""
-    energies: dict[str, dict[str, float]] = {"real": {}, model: {}}
-    for row in explorer.atlas.rows("SELECT source_id, image_id, energy FROM energies "
-                                   "WHERE concept = ? AND source_id IN ('real', ?)", [concept, model]):
-        energies[row["source_id"]][row["image_id"]] = row["energy"]
-    return energies
+def _image(index: CardIndex, concept: int, source_id: str, item: int) -> dict[str, Any]:
+    """One image of the card: where it is, its caption, the concept's energy there and its heatmap URL."""
+    item_id = index.item_ids[item]
+    energy = index.heatmap(source_id, concept, item)
+    path = index.paths[source_id][item]
+    return {"source_id": source_id, "item_id": item_id, "path": path, "url": f"/{path}" if path else None,
+            "caption": index.captions[item], "energy": energy or 0.0,
+            "heatmap": heatmap_url(source_id, concept, item_id) if energy is not None else None}
 
 
-def _images(explorer: Explorer, concept: int, pairs: list[tuple[str, str]],
-            energies: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """For (source, item) pairs, in order: image path, caption, the concept's energy there and its heatmap URL."""
-    if not pairs:
-        return []
-    rows = explorer.atlas.rows("""
-        WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS source_id, unnest(?::VARCHAR[]) AS item_id,
-                               unnest(?::INTEGER[]) AS slot)
-        SELECT w.slot, w.source_id, w.item_id, i.image_id, i.path, t.caption, h.item_id IS NOT NULL AS has_heatmap
-        FROM wanted w JOIN images i ON i.source_id = w.source_id AND i.item_id = w.item_id
-        JOIN items t ON t.item_id = w.item_id
-        LEFT JOIN heatmaps h ON h.source_id = w.source_id AND h.item_id = w.item_id AND h.concept = ?
-        ORDER BY w.slot""", [[s for s, _ in pairs], [i for _, i in pairs], list(range(len(pairs))), concept])
-    for row in rows:
-        row["energy"] = energies.get(row["source_id"], {}).get(row.pop("image_id"), 0.0)
-        row["url"] = "/" + row["path"]
-        row["heatmap"] = heatmap_url(row["source_id"], concept, row["item_id"]) if row.pop("has_heatmap") else None
-    return rows
-
-
-def gallery(explorer: Explorer, concept: int, model: str,
-            energies: dict[str, dict[str, float]]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict]]]:
-    """Seed 001's 2x2 and the exemplars of both sides, from one exemplar query and one image query.
+def gallery(index: CardIndex, concept: int, model: str) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict]]]:
+    """Seed 001's 2x2 and the exemplars of both sides.
 
     The 2x2 is ``real_best`` = [best real x, its generated x'] and ``generated_best`` =
     [best generated x', its real x]; a side is empty when the concept never fired on its images.
     """
-    ranked = explorer.atlas.rows("SELECT source_id, rank, item_id, score FROM exemplars "
-                                 "WHERE concept = ? AND source_id IN ('real', ?) ORDER BY source_id = 'real' DESC, rank",
-                                 [concept, model])
-    best = {r["source_id"]: r["item_id"] for r in ranked if r["rank"] == 0}
-    pairs = [(r["source_id"], r["item_id"]) for r in ranked]
-    if "real" in best:
-        pairs += [("real", best["real"]), (model, best["real"])]
-    if model in best:
-        pairs += [(model, best[model]), ("real", best[model])]
-    images = _images(explorer, concept, pairs, energies)
-    by_slot = {image["slot"]: image for image in images}
     exemplars: dict[str, list[dict]] = {"real": [], "generated": []}
-    for slot, row in enumerate(ranked):
-        if slot in by_slot:
-            exemplars["real" if row["source_id"] == "real" else "generated"].append(
-                {**by_slot[slot], "score": row["score"]})
     quad: dict[str, list[dict[str, Any]]] = {"real_best": [], "generated_best": []}
-    slot = len(ranked)
-    for key, side in (("real_best", "real"), ("generated_best", model)):
-        if side in best:
-            quad[key] = [by_slot[s] for s in (slot, slot + 1) if s in by_slot]
-            slot += 2
+    for side, source_id, key, other in (("real", "real", "real_best", model),
+                                        ("generated", model, "generated_best", "real")):
+        ranked = index.exemplars.get(source_id)
+        if ranked is None:
+            continue
+        for item, score in ranked.row(concept):
+            exemplars[side].append({**_image(index, concept, source_id, item), "score": score})
+        if exemplars[side]:
+            best = int(ranked.ids[concept, 0])
+            quad[key] = [_image(index, concept, source_id, best), _image(index, concept, other, best)]
     return quad, exemplars
 
 
-def energy_histogram(explorer: Explorer, model: str, energies: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The concept's per-image energies, real vs ``model``: shares of images per energy bin, and where it fires."""
-    counts = {r["source_id"]: r["n_images"] for r in explorer.atlas.rows(
-        "SELECT source_id, n_images FROM sources WHERE source_id IN ('real', ?)", [model])}
-    values = {side: np.fromiter(energies[side].values(), dtype=float, count=len(energies[side]))
-              for side in ("real", model)}
-    top = max((float(v.max()) for v in values.values() if v.size), default=1.0)
-    edges = np.linspace(0.0, top if top > 0 else 1.0, HISTOGRAM_BINS + 1)
-    shares = {side: (np.histogram(v, bins=edges)[0] / max(counts.get(side, 1), 1)).tolist()
-              for side, v in values.items()}
-    return {"edges": edges.tolist(), "real": shares["real"], "generated": shares[model],
-            "fires": {"real": values["real"].size / max(counts.get("real", 1), 1),
-                      "generated": values[model].size / max(counts.get(model, 1), 1)}}
+def energy_histogram(index: CardIndex, concept: int, model: str) -> dict[str, Any]:
+    """The concept's per-image energies, real vs ``model``: shares of images per energy bin, and where it fires.
+
+    The bins (analyze stage) split [0, the concept's largest energy on any image of the atlas].
+    """
+    counts = {side: index.histograms[side][concept] for side in ("real", model)}
+    shares = {side: (c / max(index.n_images.get(side, 1), 1)) for side, c in counts.items()}
+    edges = np.linspace(0.0, float(index.energy_max[concept]), counts["real"].size + 1)
+    return {"edges": edges.tolist(), "real": shares["real"].tolist(), "generated": shares[model].tolist(),
+            "fires": {"real": float(shares["real"].sum()), "generated": float(shares[model].sum())}}
 
 
-def _nearest(explorer: Explorer, concept: int, k: int = 10) -> dict[str, Any]:
-    if not explorer.atoms.available:
-        return {"available": False, "reason": explorer.atoms.missing_reason, "concepts": []}
-    pairs = explorer.atoms.nearest(concept, k)
-    labels = explorer.labels.all()
-    names = {r["concept"]: r["label"] for r in explorer.atlas.rows(
-        "SELECT concept, label FROM concepts WHERE concept IN (SELECT unnest(?::INTEGER[]))", [[c for c, _ in pairs]])}
-    return {"available": True, "reason": "", "concepts": [
-        {"concept": c, "cosine": cosine, "label": labels.get(c, names.get(c, f"#{c}"))} for c, cosine in pairs]}
+def _label(index: CardIndex, users: dict[int, str], concept: int) -> str:
+    return users.get(concept) or index.labels[concept]
+
+
+def cooccurring(index: CardIndex, users: dict[int, str], concept: int, model: str,
+                top: int = 10) -> dict[str, list[dict[str, Any]]]:
+    """The concept's top co-occurrence partners in the real images and in ``model``'s (``concept_partners``)."""
+    return {side: [{"concept": c, "weight": w, "label": _label(index, users, c)}
+                   for c, w in index.partners[source].row(concept)[:top]]
+            for side, source in (("real", "real"), ("generated", model))}
+
+
+def _nearest(index: CardIndex, users: dict[int, str], concept: int) -> dict[str, Any]:
+    return {"concepts": [{"concept": c, "cosine": cosine, "label": _label(index, users, c)}
+                         for c, cosine in index.neighbours.row(concept)]}
 
 
 def _attributions(explorer: Explorer, concept: int, model: str, top: int = 8) -> dict[str, Any] | None:
     """The internal features most attributed to the concept (internal lens), or None when it did not run."""
-    if "attributions" not in explorer.tables or not explorer.atlas.rows(
-            "SELECT 1 FROM attributions WHERE source_id = ? LIMIT 1", [model]):
+    if model not in explorer.attributed:
         return None
     feature_info = "internal_features" in explorer.tables
     columns = "f.label AS feature_label, f.minority, f.kept" if feature_info else \
@@ -141,33 +113,35 @@ def _attributions(explorer: Explorer, concept: int, model: str, top: int = 8) ->
 def concept_card(explorer: Explorer, concept: int, model: str) -> dict[str, Any]:
     """The card's data (the page, the htmx fragment and ``/api/concepts/{id}`` all render this)."""
     explorer.check_concept(concept)
-    info = explorer.atlas.rows("""
-        SELECT concept, label AS automatic_label, caption_words, vlm_label, world_concept, world_auroc,
-               umap_x, umap_y, is_dead FROM concepts WHERE concept = ?""", [concept])[0]
-    user_label = explorer.labels.get(concept)
-    stats = explorer.atlas.rows("""
-        SELECT source_id, e_real, e_gen, delta, relative_delta, nu_real, nu_gen, suppressed, exaggerated,
-               ci_low, ci_high, significant FROM concept_stats WHERE concept = ? ORDER BY source_id""", [concept])
-    selected = next((s for s in stats if s["source_id"] == model), None)
-    if selected is None:
+    index = explorer.cards.get()
+    if model not in index.stats:
         raise NotFound(f"no statistics of concept {concept} for model {model!r}")
-    energies = _concept_energies(explorer, concept, model)
-    quad, exemplars = gallery(explorer, concept, model, energies)
+    info = {name: values[concept] for name, values in index.concepts.items()}
+    users = explorer.labels.all()
+    user_label = users.get(concept)
+    deltas = [{"source_id": m, **{c: _plain(v[c][concept]) for c in STAT_COLUMNS}} for m, v in index.stats.items()]
+    quad, exemplars = gallery(index, concept, model)
     return {
-        **info,
-        "label": user_label or info["automatic_label"],
+        **{k: v for k, v in info.items() if k not in ("label", "energy_max")},
+        "automatic_label": info["label"],
+        "label": user_label or info["label"],
         "user_label": user_label,
         "model": model,
         "models": explorer.models(),
-        "stats": selected,
-        "deltas": stats,
+        "stats": next(d for d in deltas if d["source_id"] == model),
+        "deltas": deltas,
         "quad": quad,
         "exemplars": exemplars,
-        "histogram": energy_histogram(explorer, model, energies),
-        "cooccurring": explorer.edges(concept, model, top=10, fired={k: list(v) for k, v in energies.items()}),
-        "nearest": _nearest(explorer, concept),
+        "histogram": energy_histogram(index, concept, model),
+        "cooccurring": cooccurring(index, users, concept, model),
+        "nearest": _nearest(index, users, concept),
         "attributions": _attributions(explorer, concept, model),
     }
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON and templates expect."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def set_label(explorer: Explorer, concept: int, text: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from backend.atlas import Atlas, NotFound
-from backend.atoms import DecoderAtoms
+from backend.cards import LazyCardIndex
 from backend.labels import LabelStore
 from backend.query import USER_LABELS, BadQuery, generators, resolve_model, user_label_params
 
@@ -61,23 +61,26 @@ class Explorer:
     def __init__(self, atlas: Atlas, labels: LabelStore):
         self.atlas = atlas
         self.labels = labels
-        self.atoms = DecoderAtoms(atlas.root)
         self._payloads: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
         self.tables = {r["table_name"] for r in atlas.rows("SELECT table_name FROM duckdb_tables()")}
         self.analysed = {"concepts", "concept_stats"} <= self.tables and bool(
             atlas.rows("SELECT 1 FROM concepts LIMIT 1"))
         self.n_concepts = atlas.rows("SELECT count(*) AS n FROM concepts")[0]["n"] if self.analysed else 0
+        self._models = generators(atlas)  # the atlas never changes under a running server
+        self.attributed = {r["source_id"] for r in atlas.rows("SELECT DISTINCT source_id FROM attributions")} \
+            if "attributions" in self.tables else set()
+        self.cards = LazyCardIndex(atlas, self.n_concepts)
 
     # -- parameters ------------------------------------------------------------------
 
     def models(self) -> list[str]:
         """Every generator of the atlas (the sources other than ``real``)."""
-        return generators(self.atlas)
+        return list(self._models)
 
     def model(self, requested: str | None) -> str:
         """``requested`` if it is a generator of this atlas (else NotFound), the first one when none is asked."""
-        model = resolve_model(self.atlas, requested)
+        model = resolve_model(self.atlas, requested, self._models)
         if model is None:
             raise NotFound("this atlas has no generators")
         return model
@@ -85,8 +88,7 @@ class Explorer:
     def colours(self, model: str) -> list[str]:
         """The colour keys with data for ``model``: minority only when the internal lens attributed concepts."""
         keys = [k for k in COLOUR_KEYS if k != "minority"]
-        if {"attributions", "internal_features"} <= self.tables and self.atlas.rows(
-                "SELECT 1 FROM attributions WHERE source_id = ? LIMIT 1", [model]):
+        if "internal_features" in self.tables and model in self.attributed:
             keys.append("minority")
         return keys
 
@@ -187,43 +189,13 @@ class Explorer:
             WHERE n.distance <= ? ORDER BY n.distance, n.concept LIMIT ?""",
                               [*self._user_labels(), concept, concept, model, radius, limit])
 
-    def edges(self, concept: int, model: str, top: int = 8,
-              fired: dict[str, list[str]] | None = None) -> dict[str, list[dict[str, Any]]]:
-        """The concepts that fire on the same images as ``concept``, by Jaccard index, in the real images
-        (``real``) and in ``model``'s images (``generated``).
+    def edges(self, concept: int, model: str, top: int = 8) -> dict[str, list[dict[str, Any]]]:
+        """The concepts that fire with ``concept`` on the same tokens, in the real images (``real``) and in
+        ``model``'s (``generated``): the top of its row of Z^T Z as a cosine (``concept_partners``)."""
+        from backend.concepts import cooccurring
 
-        ``shared`` counts the images where both fire; the image counts of each partner come
-        from its frequency in ``concept_stats``, so only the energies of the images where
-        ``concept`` fires are read (``fired``: source -> image ids, when the caller has them),
-        and no pair table is ever built.
-        """
         self.check_concept(concept)
-        if fired is None:
-            fired = {"real": [], model: []}
-            for row in self.atlas.rows("SELECT source_id, image_id FROM energies "
-                                       "WHERE concept = ? AND source_id IN ('real', ?)", [concept, model]):
-                fired[row["source_id"]].append(row["image_id"])
-        rows = self.atlas.rows(f"""WITH {USER_LABELS},
-            shared AS (SELECT source_id, concept, count(*) AS shared FROM energies
-                       WHERE image_id IN (SELECT unnest(?::VARCHAR[])) AND concept <> ? GROUP BY source_id, concept),
-            scored AS (SELECT sh.source_id, sh.concept, sh.shared,
-                              sh.shared / greatest(CASE WHEN sh.source_id = 'real' THEN ? ELSE ? END
-                                                   + round(CASE WHEN sh.source_id = 'real' THEN s.nu_real
-                                                                ELSE s.nu_gen END * src.n_images)
-                                                   - sh.shared, sh.shared) AS jaccard
-                       FROM shared sh JOIN sources src ON src.source_id = sh.source_id
-                       JOIN concept_stats s ON s.concept = sh.concept AND s.source_id = ?),
-            ranked AS (SELECT *, row_number() OVER (PARTITION BY source_id ORDER BY jaccard DESC, concept) AS place
-                       FROM scored)
-            SELECT r.source_id, r.concept, r.shared, r.jaccard, coalesce(u.label, c.label) AS label
-            FROM ranked r JOIN concepts c ON c.concept = r.concept LEFT JOIN user_labels u ON u.concept = r.concept
-            WHERE r.place <= ? ORDER BY r.place""",
-                               [*self._user_labels(), fired["real"] + fired[model], concept, len(fired["real"]),
-                                len(fired[model]), model, top])
-        sides: dict[str, list[dict[str, Any]]] = {"real": [], "generated": []}
-        for row in rows:
-            sides["real" if row.pop("source_id") == "real" else "generated"].append(row)
-        return sides
+        return cooccurring(self.cards.get(), self.labels.all(), concept, model, top)
 
     def selection(self, ids: list[int], model: str, order: str = "asc", limit: int = 500) -> dict[str, Any]:
         """A ranking of the selected concepts by delta (``asc``: most suppressed first)."""

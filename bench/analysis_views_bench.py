@@ -2,7 +2,9 @@
 
 Builds a synthetic atlas in code (32,000 concepts, 10,000 pairs, four generators, the
 analysis tables at their real shapes: 100-bin delta histograms, a 100 x 100 eigenvector
-alignment per generator, 30 energies per image), serves it in process and requests
+alignment per generator, 30 energies per image, 8 exemplars per concept and image set
+with heatmaps for the best and its counterparts, the card's ranked partners, neighbours
+and energy histograms), serves it in process and requests
 every analysis view repeatedly: rankings (page, "load more" rows, JSON, CSV, Parquet),
 model comparison (a 32,000-point scatter), datapoints, a pair page, co-occurrence and
 frequency vs delta. Reports per URL the median and 95th-percentile time and the
@@ -30,6 +32,7 @@ from app.settings import Settings
 from precompute.atlas.writer import AtlasBuilder
 
 GENERATORS = ("sd15", "sd15-dpo", "sd21", "pixart")
+EXEMPLARS = 8  # top images kept per concept and side (the encode stage's default)
 
 
 def _insert(builder: AtlasBuilder, table: str, columns: dict[str, object]) -> None:
@@ -62,7 +65,9 @@ def build_synthetic_atlas(out: Path, concepts: int, items: int, seed: int = 0) -
             "concept": ids, "label": [f"concept {i}" for i in ids], "caption_words": [""] * concepts,
             "vlm_label": [None] * concepts, "world_concept": [None] * concepts,
             "world_auroc": np.full(concepts, np.nan), "umap_x": rng.normal(size=concepts).astype(np.float32),
-            "umap_y": rng.normal(size=concepts).astype(np.float32), "is_dead": rng.random(concepts) < 0.02})
+            "umap_y": rng.normal(size=concepts).astype(np.float32), "is_dead": rng.random(concepts) < 0.02,
+            "energy_max": rng.lognormal(2, 0.5, concepts)})
+        _insert(atlas, "concept_neighbours", _ranked(rng, concepts, "neighbour", "cosine"))
         nu_real = np.clip(rng.lognormal(-4, 1.2, concepts), 0, 1)
         for g in GENERATORS:
             e_real = rng.lognormal(0, 1, concepts)
@@ -99,17 +104,36 @@ def build_synthetic_atlas(out: Path, concepts: int, items: int, seed: int = 0) -
                                                "l0": (3e7 * epsilon ** -0.3 / 63).astype(np.int64)})
             _insert(atlas, "cooccurrence_spectrum", {"source_id": [s] * 100, "rank": np.arange(100, dtype=np.int32),
                                                      "eigenvalue": 50.0 / np.arange(1, 101) ** 1.3})
-            _insert(atlas, "exemplars", {"source_id": [s] * concepts, "concept": ids,
-                                         "rank": np.zeros(concepts, dtype=np.int32),
-                                         "item_id": [item_ids[k] for k in rng.integers(items, size=concepts)],
-                                         "score": rng.random(concepts)})
+            _insert(atlas, "exemplars", {"source_id": [s] * (concepts * EXEMPLARS), "concept": np.repeat(ids, EXEMPLARS),
+                                         "rank": np.tile(np.arange(EXEMPLARS, dtype=np.int32), concepts),
+                                         "item_id": [item_ids[k] for k in rng.integers(items, size=concepts * EXEMPLARS)],
+                                         "score": np.sort(rng.random((concepts, EXEMPLARS)), axis=1)[:, ::-1].ravel()})
+            _insert(atlas, "concept_partners", {"source_id": [s] * (concepts * 10),
+                                                **_ranked(rng, concepts, "partner", "weight")})
+            _insert(atlas, "energy_histograms", {"source_id": [s] * concepts, "concept": ids,
+                                                 "counts": list(rng.poisson(20, (concepts, 24)).astype(np.int32))})
             per_image = 30
             _insert(atlas, "energies", {
                 "image_id": np.repeat([f"{s}/{i}" for i in item_ids], per_image), "source_id": [s] * (items * per_image),
                 "concept": rng.integers(concepts, size=items * per_image).astype(np.int32),
                 "energy": rng.exponential(5.0, items * per_image).astype(np.float32)})
+        # heatmaps (8 x 8 grids) of every set's best exemplar, in that set and in the others (the card's 2x2)
+        best = atlas.db.execute("SELECT concept, item_id FROM exemplars WHERE rank = 0").fetchall()
+        rows = [(s, c, item) for c, item in best for s in sources]
+        _insert(atlas, "heatmaps", {"source_id": [r[0] for r in rows], "concept": np.array([r[1] for r in rows], np.int32),
+                                    "item_id": [r[2] for r in rows], "grid_rows": np.full(len(rows), 8, np.int32),
+                                    "grid_cols": np.full(len(rows), 8, np.int32), "scale": np.ones(len(rows), np.float32),
+                                    "heatmap": [bytes(64)] * len(rows), "energy": rng.exponential(5.0, len(rows))})
         atlas.commit()
     return out
+
+
+def _ranked(rng: np.random.Generator, concepts: int, name: str, score: str, top: int = 10) -> dict[str, object]:
+    """``top`` random partners per concept, in descending score: rows (concept, rank, <name>, <score>)."""
+    return {"concept": np.repeat(np.arange(concepts, dtype=np.int32), top),
+            "rank": np.tile(np.arange(top, dtype=np.int32), concepts),
+            name: rng.integers(concepts, size=concepts * top).astype(np.int32),
+            score: np.sort(rng.random((concepts, top)), axis=1)[:, ::-1].ravel().astype(np.float32)}
 
 
 def measure(client: TestClient, url: str, repeats: int) -> dict[str, object]:

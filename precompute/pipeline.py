@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from precompute.atlas.schema import SCHEMA_VERSION
 from precompute.atlas.writer import ATLAS_DB
 from precompute.config import RunConfig
 from precompute.errors import ConfigError
@@ -69,10 +70,12 @@ def atlas_is_current(out: Path, config: RunConfig) -> bool:
 
     try:
         with duckdb.connect(str(path), read_only=True) as db:
-            row = db.execute("SELECT value FROM atlas_info WHERE key = 'config_digest'").fetchone()
+            facts = dict(db.execute("SELECT key, value FROM atlas_info "
+                                    "WHERE key IN ('config_digest', 'schema_version')").fetchall())
     except duckdb.Error:
         return False
-    return row is not None and row[0] == config.digest()
+    # an atlas written by an older version of the software is rebuilt, even from the same config
+    return facts.get("config_digest") == config.digest() and facts.get("schema_version") == str(SCHEMA_VERSION)
 
 
 def parse_stages(names: str | Sequence[str] | None) -> list[str]:

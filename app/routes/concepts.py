@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.deps import ExplorerDep, TemplatesDep
 from app.render import is_htmx, render
 from backend import svg
 from backend.concepts import concept_card, heatmap_png, set_label
+from backend.explorer import Explorer
 from backend.labels import MAX_LABEL, LabelError
 
 router = APIRouter(tags=["concepts"])
@@ -31,17 +33,25 @@ def card_page_data(card: dict[str, Any]) -> dict[str, Any]:
     return {"card": card, "histogram_svg": chart}
 
 
+async def _card(explorer: Explorer, concept: int, model: str | None) -> dict[str, Any]:
+    """The card, computed on the event loop: from the in-memory card index it costs well under a millisecond,
+    less than handing it to a worker thread. Only while that index is still being read does it wait in a thread."""
+    if not explorer.cards.ready:
+        await run_in_threadpool(explorer.cards.get)
+    return concept_card(explorer, concept, explorer.model(model))
+
+
 @router.get("/concepts/{concept}", response_class=HTMLResponse)
-def concept_page(request: Request, explorer: ExplorerDep, templates: TemplatesDep, concept: ConceptId,
-                 model: Model = None) -> HTMLResponse:
-    card = concept_card(explorer, concept, explorer.model(model))
+async def concept_page(request: Request, explorer: ExplorerDep, templates: TemplatesDep, concept: ConceptId,
+                       model: Model = None) -> HTMLResponse:
+    card = await _card(explorer, concept, model)
     data = {"run_name": explorer.atlas.info().get("run_name", ""), **card_page_data(card)}
     return render(request, templates, "concept.html", "_concept_card.html", data)
 
 
 @router.get("/api/concepts/{concept}")
-def concept_json(explorer: ExplorerDep, concept: ConceptId, model: Model = None) -> dict[str, Any]:
-    return concept_card(explorer, concept, explorer.model(model))
+async def concept_json(explorer: ExplorerDep, concept: ConceptId, model: Model = None) -> dict[str, Any]:
+    return await _card(explorer, concept, model)
 
 
 @router.get("/api/concepts/{concept}/brief")

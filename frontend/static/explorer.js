@@ -253,7 +253,7 @@ function main(root) {
     for (const side of ["generated", "real"]) { // real on top: dashed, so both show where partners agree
       for (const partner of edges[side]) {
         const [bx, by] = scatterplot.getScreenPosition(partner.concept);
-        edgesSvg.append(line(ax, ay, bx, by, side, 1 + 3 * partner.jaccard));
+        edgesSvg.append(line(ax, ay, bx, by, side, 1 + 3 * partner.weight));
       }
     }
     const anchor = document.createElementNS("http://www.w3.org/2000/svg", "circle");

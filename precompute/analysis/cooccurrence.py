@@ -107,3 +107,33 @@ def eigenvector_alignment(real_vectors: np.ndarray, generated_vectors: np.ndarra
     A perfect match is the identity.
     """
     return np.abs(real_vectors.T @ generated_vectors)
+
+
+def top_partners(matrix: sp.csr_array, top: int = 10, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Each concept's ``top`` co-occurrence partners: ids (K, top), -1 where it has fewer, and weights.
+
+    The weight is Z^T Z normalised to a cosine, C_ij / sqrt(C_ii C_jj): how much two
+    concepts fire on the same tokens relative to how much each fires at all, so a
+    concept that fires everywhere is not everyone's first partner. The diagonal is left
+    out. Rows are taken ``block`` at a time as dense (block, K) slices and ranked with
+    one top-k, so memory stays at ``block * K`` floats whatever the matrix's size.
+    """
+    k = matrix.shape[0]
+    top = max(0, min(top, k - 1))
+    ids = np.full((k, top), -1, dtype=np.int32)
+    weights = np.zeros((k, top), dtype=np.float32)
+    if top == 0 or matrix.nnz == 0:
+        return ids, weights
+    matrix = sp.csr_array(matrix, dtype=np.float32)
+    diagonal = np.asarray(matrix.diagonal(), dtype=np.float32)
+    scale = np.where(diagonal > 0, 1.0 / np.sqrt(np.maximum(diagonal, 1e-30)), 0.0).astype(np.float32)
+    for start in range(0, k, block):
+        stop = min(start + block, k)
+        rows = torch.from_numpy(matrix[start:stop].toarray())
+        rows *= torch.from_numpy(scale[start:stop])[:, None] * torch.from_numpy(scale)[None, :]
+        rows[torch.arange(stop - start), torch.arange(start, stop)] = 0.0
+        values, found = rows.topk(top, dim=1)
+        keep = values > 0
+        ids[start:stop] = torch.where(keep, found, -1).numpy()
+        weights[start:stop] = torch.where(keep, values, 0.0).numpy()
+    return ids, weights

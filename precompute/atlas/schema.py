@@ -5,7 +5,7 @@ stages add their tables here. ``SCHEMA_VERSION`` changes whenever a table change
 so a reader can refuse an atlas it does not understand.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES: dict[str, str] = {
     # key/value facts of the build: schema_version, config_digest, config (JSON), built_at, stages.
@@ -74,7 +74,21 @@ TABLES: dict[str, str] = {
         world_auroc DOUBLE,            -- ... and how well (AUROC on the real images)
         umap_x REAL NOT NULL,
         umap_y REAL NOT NULL,
-        is_dead BOOLEAN NOT NULL       -- never fires on any image of the atlas
+        is_dead BOOLEAN NOT NULL,      -- never fires on any image of the atlas
+        energy_max DOUBLE NOT NULL     -- its largest energy on any image: the upper edge of energy_histograms
+    )""",
+    # The concept card's lists, ranked once by the analyze stage: the nearest concepts by decoder cosine ...
+    "concept_neighbours": """CREATE TABLE concept_neighbours (
+        concept INTEGER NOT NULL, rank INTEGER NOT NULL, neighbour INTEGER NOT NULL, cosine REAL NOT NULL
+    )""",
+    # ... the top co-occurrence partners per image set: Z^T Z (appendix H) as a cosine, C_ij / sqrt(C_ii C_jj) ...
+    "concept_partners": """CREATE TABLE concept_partners (
+        source_id TEXT NOT NULL, concept INTEGER NOT NULL, rank INTEGER NOT NULL, partner INTEGER NOT NULL,
+        weight REAL NOT NULL
+    )""",
+    # ... and the images' energies binned on [0, concepts.energy_max] (24 bins; sets where it never fires omitted).
+    "energy_histograms": """CREATE TABLE energy_histograms (
+        source_id TEXT NOT NULL, concept INTEGER NOT NULL, counts INTEGER[24] NOT NULL
     )""",
     # Per-image sparse energies: the sum of a concept's SAE codes over the image's tokens, non-zeros only.
     "energies": """CREATE TABLE energies (
@@ -134,7 +148,8 @@ TABLES: dict[str, str] = {
     # scaled to [0, 255]; multiply by scale / 255 for the code values.
     "heatmaps": """CREATE TABLE heatmaps (
         source_id TEXT NOT NULL, concept INTEGER NOT NULL, item_id TEXT NOT NULL,
-        grid_rows INTEGER NOT NULL, grid_cols INTEGER NOT NULL, scale REAL NOT NULL, heatmap BLOB NOT NULL
+        grid_rows INTEGER NOT NULL, grid_cols INTEGER NOT NULL, scale REAL NOT NULL, heatmap BLOB NOT NULL,
+        energy REAL NOT NULL           -- the concept's energy on that image (as in energies; 0 where it does not fire)
     )""",
     # --- the internal lens (internal stage; atlas_info 'internal' describes each generator's SAE) ---
     # One row per scored feature (the coarsest Matryoshka group) of a generator's internal SAE (RAIGen, seed 000).

@@ -18,10 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from precompute.analysis.cooccurrence import eigenvector_alignment, epsilon_grid, l0_curve, top_eigen
+from precompute.analysis.cooccurrence import eigenvector_alignment, epsilon_grid, l0_curve, top_eigen, top_partners
 from precompute.analysis.datapoints import datapoint_scores
 from precompute.analysis.delta import concept_stats, delta_histogram, pearson_matrix, sigmoid
+from precompute.analysis.energies import energy_histograms
 from precompute.analysis.labels import auroc_matrix, caption_words
+from precompute.analysis.neighbours import nearest_atoms
 from precompute.config import WorldSourceConfig
 from precompute.errors import BlindspotError
 from precompute.fileio import write_text_atomic
@@ -33,6 +35,9 @@ from precompute.stages.sample import ANNOTATIONS, ITEMS, sample_store
 # Seed 001 appendix D, section 4.6: frequency vs delta uses a sharper sigmoid (T = 0.4).
 FREQUENCY_TEMPERATURE = 0.4
 EIGENVECTORS = 100
+CARD_PARTNERS = 10  # co-occurrence partners and decoder neighbours kept per concept (the concept card's lists)
+# Bumped when the analyze stage's outputs change shape, so older outputs in a work folder are recomputed.
+ANALYSIS_VERSION = 2
 
 
 def analyze_dir(ctx: StageContext, lens_digest: str) -> Path:
@@ -111,10 +116,16 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
          for i, a in enumerate(names) for j, b in enumerate(names)]))
 
     _cooccurrence(ctx, lens, sets, folder)
+    upper, counts = energy_histograms(matrices)
+    _write(folder, "energy_histograms", pa.concat_tables([_histogram_table(name, c) for name, c in counts.items()]))
     fired = np.zeros(n_concepts, dtype=bool)
     for matrix in matrices.values():
         fired |= np.asarray((matrix != 0).sum(axis=0)).ravel() > 0
     concepts = _concepts(ctx, lens, real, items.column("caption").to_pylist(), fired)
+    concepts = concepts.append_column("energy_max", pa.array(upper, type=pa.float64()))
+    with ctx.progress(n_concepts, "decoder neighbours", "concept") as advance:
+        ids, cosines = nearest_atoms(lens.sae.dictionary, CARD_PARTNERS, progress=advance)
+    _write(folder, "concept_neighbours", _ranked_table("neighbour", "cosine", ids, cosines))
     _write(folder, "concepts", concepts)
     manifest.counts.update(concepts=n_concepts, dead=int((~fired).sum()), generators=len(generators))
     document = manifest.finish(folder / "manifest.json")
@@ -147,6 +158,28 @@ def _cooccurrence(ctx: StageContext, lens: Lens, sets: list[str], folder: Path) 
     _write(folder, "cooccurrence_l0", pa.Table.from_pylist(curves))
     _write(folder, "cooccurrence_spectrum", pa.Table.from_pylist(spectra))
     _write(folder, "eigenvector_alignment", pa.concat_tables(alignments))
+    partners = []
+    for name, matrix in matrices.items():
+        ids, weights = top_partners(matrix, CARD_PARTNERS)
+        table = _ranked_table("partner", "weight", ids, weights)
+        partners.append(table.add_column(0, "source_id", pa.array([name] * table.num_rows, type=pa.string())))
+    _write(folder, "concept_partners", pa.concat_tables(partners))
+
+
+def _ranked_table(name: str, score: str, ids: np.ndarray, values: np.ndarray) -> pa.Table:
+    """(K, top) ids and scores, -1 where absent, as rows (concept, rank, <name>, <score>)."""
+    concept, rank = np.nonzero(ids >= 0)
+    return pa.table({"concept": concept.astype(np.int32), "rank": rank.astype(np.int32),
+                     name: ids[concept, rank].astype(np.int32), score: values[concept, rank].astype(np.float32)})
+
+
+def _histogram_table(source_id: str, counts: np.ndarray) -> pa.Table:
+    """Rows (source_id, concept, counts) for the concepts that fire on some image of the set."""
+    concept = np.flatnonzero(counts.sum(axis=1))
+    bins = counts.shape[1]
+    values = pa.FixedSizeListArray.from_arrays(pa.array(counts[concept].ravel(), type=pa.int32()), bins)
+    return pa.table({"source_id": pa.array([source_id] * concept.size, type=pa.string()),
+                     "concept": concept.astype(np.int32), "counts": values})
 
 
 def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[str], fired: np.ndarray) -> pa.Table:
@@ -230,7 +263,7 @@ def umap_layout(atoms: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def analysis_digest(ctx: StageContext, lens_digest: str) -> str:
     """What the analysis outputs were computed from: the build stage loads them only if it matches."""
-    return digest_of(ctx.sample_digest(), lens_digest, ctx.config.analysis.model_dump(mode="json"),
+    return digest_of(ANALYSIS_VERSION, ctx.sample_digest(), lens_digest, ctx.config.analysis.model_dump(mode="json"),
                      [g.model_dump(mode="json") for g in ctx.config.generators])
 
 

@@ -126,11 +126,12 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
         return str(folder / f"{name}.parquet")
 
     db.execute("""INSERT INTO concepts SELECT concept, label, caption_words, vlm_label, world_concept,
-                  CASE WHEN isnan(world_auroc) THEN NULL ELSE world_auroc END, umap_x, umap_y, is_dead
+                  CASE WHEN isnan(world_auroc) THEN NULL ELSE world_auroc END, umap_x, umap_y, is_dead, energy_max
                   FROM read_parquet(?)""", [parquet("concepts")])
     db.execute("INSERT INTO concept_stats BY NAME SELECT * FROM read_parquet(?)", [parquet("concept_stats")])
     for table in ("delta_histograms", "source_summary", "model_correlations", "cooccurrence_l0",
-                  "cooccurrence_spectrum", "eigenvector_alignment"):
+                  "cooccurrence_spectrum", "eigenvector_alignment", "concept_neighbours", "concept_partners",
+                  "energy_histograms"):
         db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [parquet(table)])
     db.execute("""INSERT INTO datapoints SELECT d.source_id, i.item_id, d.l2, d.mean_sigmoid
                   FROM read_parquet(?) d JOIN items i ON i.position = d.position""", [parquet("datapoints")])
@@ -153,8 +154,10 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
     if trained and ctx.config.encode.sae is None:
         atlas.add_manifest(trained)
     rows, cols = info["grid"]
-    db.execute("""INSERT INTO heatmaps SELECT m.source_id, m.concept, i.item_id, ?, ?, m.scale, m.heatmap
-                  FROM read_parquet(?) m JOIN items i ON i.position = m.position""",
+    db.execute("""INSERT INTO heatmaps SELECT m.source_id, m.concept, i.item_id, ?, ?, m.scale, m.heatmap,
+                         coalesce(e.energy, 0)
+                  FROM read_parquet(?) m JOIN items i ON i.position = m.position
+                  LEFT JOIN energies e ON e.image_id = m.source_id || '/' || i.item_id AND e.concept = m.concept""",
                [rows, cols, str(maps_path(ctx, lens))])
     document = json.loads((folder / "manifest.json").read_text())
     atlas.add_manifest(document)

@@ -43,6 +43,16 @@ def test_card_statistics_are_the_atlas_rows_for_the_selected_model(client, lens_
     assert math.isclose(card["histogram"]["fires"]["real"], stats["nu_real"], rel_tol=1e-6)
     assert math.isclose(card["histogram"]["fires"]["generated"], stats["nu_gen"], rel_tol=1e-6)
     assert math.isclose(sum(card["histogram"]["real"]), stats["nu_real"], rel_tol=1e-6)  # bins hold every firing image
+    # one axis for both sides, from 0 to the concept's largest energy anywhere; shares of all images per bin
+    edges = np.array(card["histogram"]["edges"])
+    n_images = dict(query(lens_atlas, "SELECT source_id, n_images FROM sources"))
+    for side, source in (("real", "real"), ("generated", "same")):
+        energies = [e for (e,) in query(lens_atlas, "SELECT energy FROM energies WHERE concept = ? AND source_id = ?",
+                                        [live, source])]
+        np.testing.assert_allclose(card["histogram"][side], np.histogram(energies, bins=edges)[0] / n_images[source],
+                                   atol=1e-9)
+    top = query(lens_atlas, "SELECT max(energy) FROM energies WHERE concept = ?", [live])[0][0]
+    assert edges[0] == 0 and math.isclose(edges[-1], top, rel_tol=1e-6)
 
 
 def test_the_papers_2x2_pairs_each_sides_best_image_with_its_counterpart(client, lens_atlas, live):
@@ -80,18 +90,16 @@ def test_nearest_concepts_are_ranked_by_decoder_cosine(client, lens_atlas, live)
     atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
     cosine = atoms @ atoms[live]
     cosine[live] = -np.inf
-    assert nearest["available"] is True
     assert [c["concept"] for c in nearest["concepts"]] == [int(i) for i in np.argsort(-cosine, kind="stable")[:10]]
     np.testing.assert_allclose([c["cosine"] for c in nearest["concepts"]], np.sort(cosine)[::-1][:10], rtol=1e-5)
 
 
-def test_an_atlas_without_the_output_sae_says_so_on_the_card(lens_atlas, tmp_path_factory, live):
+def test_the_card_needs_no_model_files(client, lens_atlas, tmp_path_factory, live):
+    """Neighbours are ranked at build time: an atlas copied without its models folder shows the same card."""
     copy = tmp_path_factory.mktemp("no-sae") / "atlas"
     shutil.copytree(lens_atlas, copy, ignore=shutil.ignore_patterns("models"))
-    with app_client(copy, tmp_path_factory) as client:
-        nearest = client.get(f"/api/concepts/{live}").json()["nearest"]
-        assert nearest["available"] is False and nearest["concepts"] == []
-        assert "no output-lens SAE" in client.get(f"/concepts/{live}").text
+    with app_client(copy, tmp_path_factory) as bare:
+        assert bare.get(f"/api/concepts/{live}").json()["nearest"] == client.get(f"/api/concepts/{live}").json()["nearest"]
 
 
 def test_fragment_for_htmx_full_page_otherwise(client, live):

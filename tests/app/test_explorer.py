@@ -83,21 +83,30 @@ def test_neighbours_are_the_concepts_within_the_radius_of_the_map(client, lens_a
 
 
 @pytest.mark.parametrize("source", ["real", "planted"])
-def test_cooccurrence_edges_rank_partners_by_jaccard_of_the_images_they_fire_on(client, lens_atlas, source):
-    fires: dict[int, set[str]] = {}
-    for image, partner in query(lens_atlas, "SELECT image_id, concept FROM energies WHERE source_id = ?", [source]):
-        fires.setdefault(partner, set()).add(image)
-    concept = min(fires, key=lambda k: (-len(fires[k]), k))  # the concept that fires on most images
-    mine = fires[concept]
-    jaccard = {k: len(mine & v) / len(mine | v) for k, v in fires.items() if k != concept and mine & v}
+def test_cooccurrence_edges_are_the_top_of_the_concepts_row_of_ztz_as_a_cosine(client, lens_atlas, source,
+                                                                               tiny_dinov2):
+    """Edges come from the encode stage's token-level Z^T Z (appendix H), normalised C_ij / sqrt(C_ii C_jj)."""
+    from precompute.stages.common import StageContext
+    from precompute.stages.encode import cooccurrence, lens_digest
+    from tests.conftest import lens_config
+
+    ctx = StageContext(config=lens_config(tiny_dinov2), work=lens_atlas.parent / "atlas.work", progress=None)
+    total, _ = cooccurrence(ctx, lens_digest(ctx), source)
+    dense = total.toarray()
+    scale = np.sqrt(np.clip(np.diag(dense), 1e-30, None))
+    cosine = dense / scale[:, None] / scale[None, :]
+    np.fill_diagonal(cosine, 0)
+    concept = int(np.argmax((cosine > 0).sum(axis=1)))  # the concept with the most partners
+    expected = [int(i) for i in np.argsort(-cosine[concept], kind="stable") if cosine[concept, i] > 0][:8]
     edges = client.get("/api/explorer/context", params={"concept": concept, "model": "planted"}).json()["edges"]
     side = edges["real" if source == "real" else "generated"]
-    assert len(side) == min(8, len(jaccard))
-    for edge in side:
-        assert math.isclose(edge["jaccard"], jaccard[edge["concept"]], rel_tol=1e-6)
-        assert edge["shared"] == len(mine & fires[edge["concept"]])
-    assert [e["jaccard"] for e in side] == sorted((e["jaccard"] for e in side), reverse=True)
-    assert side[-1]["jaccard"] >= sorted(jaccard.values(), reverse=True)[len(side) - 1] - 1e-9
+    assert len(side) == len(expected) == 8
+    np.testing.assert_allclose([e["weight"] for e in side], cosine[concept, expected], rtol=1e-4)
+    assert [e["weight"] for e in side] == sorted((e["weight"] for e in side), reverse=True)
+    # ties aside, the same partners in the same order
+    assert {e["concept"] for e in side} <= {int(i) for i in np.flatnonzero(cosine[concept] >= side[-1]["weight"] - 1e-6)}
+    labels = dict(query(lens_atlas, "SELECT concept, label FROM concepts"))
+    assert all(e["label"] == labels[e["concept"]] for e in side)
 
 
 def test_search_matches_label_text_case_insensitively_and_treats_wildcards_literally(client, lens_atlas):

@@ -80,6 +80,11 @@ def test_atlas_is_current_only_for_its_own_config(tmp_path):
     assert atlas_is_current(out, config)
     assert not atlas_is_current(out, world_config(n_items=6))
     assert not atlas_is_current(tmp_path / "nowhere", config)
+    import duckdb  # an atlas an older version wrote (another schema) is rebuilt even from the same config
+
+    with duckdb.connect(str(out / "atlas.duckdb")) as db:
+        db.execute("UPDATE atlas_info SET value = '1' WHERE key = 'schema_version'")
+    assert not atlas_is_current(out, config)
 
 
 def test_a_folder_of_bad_files_is_skipped_by_reason_and_the_run_goes_on(tmp_path):
