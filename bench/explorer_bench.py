@@ -1,8 +1,8 @@
 """Benchmark: the explorer at the paper's scale (issue 6's performance targets).
 
 Builds the synthetic atlas of ``analysis_views_bench.py`` (32,000 concepts, 10,000 pairs,
-four generators) plus a random 32,000-concept output-lens SAE on 768-dim tokens (for the
-card's decoder neighbours), serves it with uvicorn on loopback and measures:
+four generators), serves it with ``blindspot serve`` in a process of its own on loopback
+(as a user runs it; the clients below run in this process) and measures:
 
 1. the point payload: its size and the time to serve it (first request and cached);
 2. the explorer's first load in headless chromium: navigation start to the scatter having
@@ -22,32 +22,44 @@ import argparse
 import random
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from analysis_views_bench import GENERATORS, build_synthetic_atlas
-from app.main import create_app
-from app.settings import Settings
-from precompute.sae import build_sae
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--enable-unsafe-swiftshader"]
 
 
-def serve(atlas: Path, labels: Path) -> tuple[str, uvicorn.Server, threading.Thread]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(atlas=atlas, labels=labels)), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(atlas: Path) -> tuple[str, subprocess.Popen]:
+    """``blindspot serve`` in a process of its own, as a user runs it; returns once it answers."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", str(atlas), "--port", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/concepts/0", timeout=5).status_code == 200:  # answers once the card index is read
+                return base, server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode}")
+        time.sleep(0.2)
+    server.kill()
+    raise SystemExit("the server did not answer within 120 s")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -136,18 +148,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         atlas = build_synthetic_atlas(Path(folder) / "atlas", args.concepts, args.items)
-        build_sae("topk", input_dim=768, n_concepts=args.concepts, k=5).save_pretrained(atlas / "models" / "output-sae")
         print(f"synthetic atlas: {args.concepts} concepts, {args.items} pairs, {len(GENERATORS)} generators, "
               f"built in {time.perf_counter() - start:.1f} s\n")
-        base, server, thread = serve(atlas, Path(folder) / "labels.json")
+        base, server = serve(atlas)
         try:
             print("| measure | size / count | time |\n| --- | --- | --- |")
             payload(base)
             first_load(base, args.loads)
             card_load(base, args.concepts, args.clients, args.seconds)
         finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":
