@@ -3,8 +3,9 @@
 10,000 pairs, 32,000 concepts, k = 5 active concepts per token, 261 tokens per image
 (synthetic codes with a Zipf-like concept popularity). Measures, for the real set and
 one generator: per-image energies from token codes, the co-occurrence Z^T Z, delta with
-a 1,000-resample paired bootstrap, datapoint scores, and the co-occurrence spectra
-(top-100 eigenvectors, alignment). Reports wall time and peak memory (RSS).
+a 1,000-resample paired bootstrap, datapoint scores, the co-occurrence spectra
+(top-100 eigenvectors, alignment), and the concept card's tables (top Z^T Z partners,
+energy histograms). Reports wall time and peak memory (RSS).
 
     python bench/analysis_bench.py [--items 10000] [--concepts 32000] [--k 5] [--tokens 261]
 """
@@ -18,9 +19,11 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from precompute.analysis.cooccurrence import Cooccurrence, eigenvector_alignment, epsilon_grid, l0_curve, top_eigen
+from precompute.analysis.cooccurrence import (Cooccurrence, eigenvector_alignment, epsilon_grid, l0_curve, top_eigen,
+                                               top_partners)
 from precompute.analysis.datapoints import datapoint_scores
 from precompute.analysis.delta import concept_stats, delta_histogram
+from precompute.analysis.energies import energy_histograms
 
 
 def synthetic_codes(rng, items, concepts, k, tokens, chunk_items):
@@ -85,6 +88,12 @@ def main() -> None:
     _, gen_vectors = top_eigen(gen_cooc, 100)
     eigenvector_alignment(real_vectors, gen_vectors)
     timings["co-occurrence l0, top-100 spectra, alignment"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    top_partners(real_cooc)
+    top_partners(gen_cooc)
+    energy_histograms({"real": real, "generated": generated})
+    timings["card tables: Z^T Z partners, energy histograms"] = time.perf_counter() - t
 
     total = time.perf_counter() - start
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024

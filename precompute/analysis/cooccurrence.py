@@ -109,14 +109,15 @@ def eigenvector_alignment(real_vectors: np.ndarray, generated_vectors: np.ndarra
     return np.abs(real_vectors.T @ generated_vectors)
 
 
-def top_partners(matrix: sp.csr_array, top: int = 10, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def top_partners(matrix: sp.csr_array, top: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Each concept's ``top`` co-occurrence partners: ids (K, top), -1 where it has fewer, and weights.
 
     The weight is Z^T Z normalised to a cosine, C_ij / sqrt(C_ii C_jj): how much two
     concepts fire on the same tokens relative to how much each fires at all, so a
     concept that fires everywhere is not everyone's first partner. The diagonal is left
-    out. Rows are taken ``block`` at a time as dense (block, K) slices and ranked with
-    one top-k, so memory stays at ``block * K`` floats whatever the matrix's size.
+    out. Only stored entries are read: rows are grouped by their number of non-zeros
+    (buckets of powers of two), each bucket padded to its width and ranked with one
+    top-k, so the work and memory are at most twice the non-zeros, never K x K.
     """
     k = matrix.shape[0]
     top = max(0, min(top, k - 1))
@@ -125,15 +126,28 @@ def top_partners(matrix: sp.csr_array, top: int = 10, block: int = 512) -> tuple
     if top == 0 or matrix.nnz == 0:
         return ids, weights
     matrix = sp.csr_array(matrix, dtype=np.float32)
+    matrix.sort_indices()
     diagonal = np.asarray(matrix.diagonal(), dtype=np.float32)
     scale = np.where(diagonal > 0, 1.0 / np.sqrt(np.maximum(diagonal, 1e-30)), 0.0).astype(np.float32)
-    for start in range(0, k, block):
-        stop = min(start + block, k)
-        rows = torch.from_numpy(matrix[start:stop].toarray())
-        rows *= torch.from_numpy(scale[start:stop])[:, None] * torch.from_numpy(scale)[None, :]
-        rows[torch.arange(stop - start), torch.arange(start, stop)] = 0.0
-        values, found = rows.topk(top, dim=1)
-        keep = values > 0
-        ids[start:stop] = torch.where(keep, found, -1).numpy()
-        weights[start:stop] = torch.where(keep, values, 0.0).numpy()
+    lengths = np.diff(matrix.indptr)
+    rows_of = np.repeat(np.arange(k), lengths)
+    values = matrix.data * scale[rows_of] * scale[matrix.indices]
+    values[matrix.indices == rows_of] = 0.0  # the diagonal
+    width = 1
+    while width < 2 * max(int(lengths.max()), 1):
+        rows = np.flatnonzero((lengths > width // 2) & (lengths <= width))
+        width *= 2
+        if rows.size == 0:
+            continue
+        span = width // 2
+        columns = np.arange(span)
+        valid = columns[None, :] < lengths[rows, None]
+        at = np.where(valid, matrix.indptr[rows, None] + columns[None, :], 0)
+        padded = torch.from_numpy(np.where(valid, values[at], -1.0).astype(np.float32))
+        found, where = padded.topk(min(top, span), dim=1)
+        where = where.numpy()
+        keep = found.numpy() > 0
+        partner = matrix.indices[np.take_along_axis(at, where, axis=1)]
+        ids[rows, : where.shape[1]] = np.where(keep, partner, -1)
+        weights[rows, : where.shape[1]] = np.where(keep, found.numpy(), 0.0)
     return ids, weights

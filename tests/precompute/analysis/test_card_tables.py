@@ -22,7 +22,7 @@ def test_partners_are_the_top_of_each_row_of_ztz_as_a_cosine_in_blocks():
     with np.errstate(divide="ignore", invalid="ignore"):
         cosine = np.nan_to_num(dense / np.outer(scale, scale))
     np.fill_diagonal(cosine, 0)
-    ids, weights = top_partners(matrix, top=5, block=7)  # blocks that do not divide the concept count
+    ids, weights = top_partners(matrix, top=5)
     assert ids.shape == weights.shape == (60, 5)
     for concept in rng.choice(60, 20, replace=False):
         found = ids[concept][ids[concept] >= 0]
