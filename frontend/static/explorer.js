@@ -389,7 +389,12 @@ function main(root) {
     cancelAnimationFrame(pendingFrame);
     pendingFrame = requestAnimationFrame(drawEdges);
   });
-  window.addEventListener("resize", () => requestAnimationFrame(drawEdges));
+  // regl-scatterplot resizes its canvas from a throttled ResizeObserver of its own: redraw the edges after it has
+  let resizeTimer = 0;
+  new ResizeObserver(() => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => requestAnimationFrame(drawEdges), 250);
+  }).observe(plot);
 
   // -- controls ------------------------------------------------------------------------------------------------
   async function changeView(update) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import duckdb
@@ -70,6 +71,23 @@ def test_hover_shows_a_tooltip_and_click_opens_the_card_and_updates_the_url(page
     assert page.inner_text("#concept-card .concept-id") == f"#{concept}"
     page.wait_for_selector("#edges line")  # co-occurrence edges drawn over the scatter
     assert page.locator("#edges line").count() == int(page.get_attribute("#edges", "data-edges"))
+
+
+def test_edges_follow_the_concept_when_the_window_is_resized(page, live_server, atlas_facts):
+    concept = atlas_facts["live"][0]
+    open_explorer(page, live_server, f"?model=planted&concept={concept}")
+    page.wait_for_selector("#edges line")
+    page.set_viewport_size({"width": 1000, "height": 700})
+
+    def anchored() -> bool:
+        cx, cy = (float(page.get_attribute("#edges circle.anchor", k)) for k in ("cx", "cy"))
+        x, y = page.evaluate("(i) => window.blindspotExplorer.scatterplot.getScreenPosition(i)", concept)
+        return abs(cx - x) < 1 and abs(cy - y) < 1
+
+    deadline = time.monotonic() + 5
+    while not anchored() and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert anchored()  # the edges start at the concept as the scatter now draws it, not where it was
 
 
 def test_jumping_and_the_back_button_restore_each_previous_view(page, live_server, atlas_facts):
