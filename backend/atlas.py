@@ -40,7 +40,8 @@ class Atlas:
         self._info: dict[str, str] | None = None
         version = self.info().get("schema_version")
         if version != str(SCHEMA_VERSION):
-            raise AtlasError(f"{path} has schema version {version}; this software reads version {SCHEMA_VERSION}")
+            raise AtlasError(f"{path} has schema version {version}; this software reads version {SCHEMA_VERSION}: "
+                             "build it again with `blindspot precompute` (the work folder's finished stages are reused)")
 
     def close(self) -> None:
         self._db.close()

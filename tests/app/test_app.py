@@ -60,6 +60,20 @@ def test_a_folder_that_is_not_an_atlas_fails_with_the_reason(tmp_path):
             pass
 
 
+def test_an_atlas_of_another_schema_version_is_refused_with_what_to_do(world_atlas, tmp_path):
+    import shutil
+
+    import duckdb
+
+    old = tmp_path / "old"
+    shutil.copytree(world_atlas, old)
+    with duckdb.connect(str(old / "atlas.duckdb")) as db:
+        db.execute("UPDATE atlas_info SET value = '2' WHERE key = 'schema_version'")
+    with pytest.raises(AtlasError, match=r"schema version 2.*blindspot precompute"):
+        with TestClient(create_app(Settings(atlas=old))):
+            pass
+
+
 def test_overview_lists_blindspots_of_an_analysed_atlas(lens_atlas):
     with TestClient(create_app(Settings(atlas=lens_atlas))) as test_client:
         data = test_client.get("/api/overview").json()
