@@ -226,14 +226,15 @@ def histogram(edges: Sequence[float], counts: Mapping[str, Sequence[float]], *, 
     opacity = "0.55" if len(counts) > 1 else "0.9"
     left, right = x(edges[:-1]), x(edges[1:])
     widths = np.maximum(right - left - 0.5, 0.5)  # a hairline gap between neighbouring bars
+    left, widths, bounds = left.tolist(), widths.tolist(), edges.tolist()  # Python floats format faster
     for name, row, fill in zip(counts, stacked, series_colours(list(counts))):
         shown = np.flatnonzero(row > 0)
-        tops = y(row[shown])
-        parts.append(f'<g class="series" data-series="{_text(name)}" fill="{fill}" fill-opacity="{opacity}">')
+        tops, values, label = np.atleast_1d(y(row[shown])).tolist(), row.tolist(), _text(name)
+        parts.append(f'<g class="series" data-series="{label}" fill="{fill}" fill-opacity="{opacity}">')
         parts += [f'<rect class="bar" x="{_num(left[j])}" y="{_num(t)}" width="{_num(widths[j])}" '
-                  f'height="{_num(frame.y0 - t)}"><title>{_text(name)}: [{edges[j]:.3g}, {edges[j + 1]:.3g}) '
-                  f'{row[j]:g}</title></rect>'
-                  for j, t in zip(shown, tops)]
+                  f'height="{_num(frame.y0 - t)}"><title>{label}: [{bounds[j]:.3g}, {bounds[j + 1]:.3g}) '
+                  f'{values[j]:g}</title></rect>'
+                  for j, t in zip(shown.tolist(), tops)]
         parts.append("</g>")
     parts += _legend(frame, list(counts))
     parts.append("</svg>")
