@@ -142,11 +142,11 @@ class Explorer:
     def brief(self, concept: int, model: str) -> dict[str, Any]:
         """What the scatter's tooltip shows: id, label (the user's first), delta and its significance."""
         self.check_concept(concept)
-        return self.atlas.rows(f"""WITH {USER_LABELS}
-            SELECT c.concept, coalesce(u.label, c.label) AS label, s.delta, s.significant
-            FROM concepts c LEFT JOIN user_labels u ON u.concept = c.concept
-            LEFT JOIN concept_stats s ON s.concept = c.concept AND s.source_id = ?
-            WHERE c.concept = ?""", [*self._user_labels(), model, concept])[0]
+        index = self.cards.get()
+        stats = index.stats.get(model)
+        return {"concept": concept, "label": self.labels.get(concept) or index.labels[concept],
+                "delta": float(stats["delta"][concept]) if stats else None,
+                "significant": bool(stats["significant"][concept]) if stats else None}
 
     def search(self, text: str, model: str, limit: int = 20) -> list[dict[str, Any]]:
         """Concepts whose label (the user's, else the automatic one) or world concept contains ``text``;

@@ -9,7 +9,9 @@ four generators), serves it with ``blindspot serve`` in a process of its own on 
    drawn every point (``#plot[data-points]`` set by the page after regl-scatterplot's draw),
    each run in a fresh browser context (empty cache);
 3. the concept card (the htmx fragment the explorer loads on click) under load: N clients
-   on loopback for S seconds, each requesting random concepts of random models back to back.
+   on loopback for S seconds, each requesting random concepts of random models back to back;
+   then, as a floor, the same load on a small static file for up to 10 s (the machine's
+   speed varies from run to run; the floor says how fast it serves anything at the time).
 
     python bench/explorer_bench.py [--concepts 32000] [--items 10000] [--loads 5] [--clients 20] [--seconds 30]
 
@@ -102,7 +104,9 @@ def first_load(base: str, loads: int) -> None:
           f"max {max(times):.2f} s |")
 
 
-def card_load(base: str, concepts: int, clients: int, seconds: float) -> None:
+def card_load(base: str, concepts: int, clients: int, seconds: float, what: str = "card") -> None:
+    """``clients`` closed-loop clients for ``seconds``: concept cards, or (``what="floor"``) a small static file,
+    the same load on what the server does least for: how fast this machine serves anything right now."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -112,7 +116,8 @@ def card_load(base: str, concepts: int, clients: int, seconds: float) -> None:
         rng = random.Random(seed)
         with httpx.Client(base_url=base, headers={"HX-Request": "true"}, timeout=30) as client:
             while time.monotonic() < stop:
-                url = f"/concepts/{rng.randrange(concepts)}?model={rng.choice(GENERATORS)}"
+                url = (f"/concepts/{rng.randrange(concepts)}?model={rng.choice(GENERATORS)}" if what == "card"
+                       else f"/static/style.css?{rng.randrange(concepts)}")
                 start = time.perf_counter()
                 try:
                     status = client.get(url).status_code
@@ -130,7 +135,8 @@ def card_load(base: str, concepts: int, clients: int, seconds: float) -> None:
     for thread in threads:
         thread.join()
     ms = [1000 * t for t in latencies]
-    print(f"| concept card fragment, {clients} clients x {seconds:.0f} s | {len(ms)} requests, {len(errors)} errors, "
+    name = "concept card fragment" if what == "card" else "floor: a static file (/static/style.css)"
+    print(f"| {name}, {clients} clients x {seconds:.0f} s | {len(ms)} requests, {len(errors)} errors, "
           f"{len(ms) / seconds:.1f} req/s | p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
           f"p99 {percentile(ms, 0.99):.0f} ms |")
     if errors:
@@ -156,6 +162,7 @@ def main() -> None:
             payload(base)
             first_load(base, args.loads)
             card_load(base, args.concepts, args.clients, args.seconds)
+            card_load(base, args.concepts, args.clients, min(args.seconds, 10), what="floor")
         finally:
             server.terminate()
             server.wait(timeout=30)

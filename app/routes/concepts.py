@@ -33,11 +33,16 @@ def card_page_data(card: dict[str, Any]) -> dict[str, Any]:
     return {"card": card, "histogram_svg": chart}
 
 
-async def _card(explorer: Explorer, concept: int, model: str | None) -> dict[str, Any]:
-    """The card, computed on the event loop: from the in-memory card index it costs well under a millisecond,
-    less than handing it to a worker thread. Only while that index is still being read does it wait in a thread."""
+async def _index_ready(explorer: Explorer) -> None:
+    """Cards and tooltips are computed on the event loop: from the in-memory card index they cost well under a
+    millisecond, less than handing them to a worker thread. Only while that index is still being read (at start)
+    does a request wait for it, in a thread."""
     if not explorer.cards.ready:
         await run_in_threadpool(explorer.cards.get)
+
+
+async def _card(explorer: Explorer, concept: int, model: str | None) -> dict[str, Any]:
+    await _index_ready(explorer)
     return concept_card(explorer, concept, explorer.model(model))
 
 
@@ -55,8 +60,9 @@ async def concept_json(explorer: ExplorerDep, concept: ConceptId, model: Model =
 
 
 @router.get("/api/concepts/{concept}/brief")
-def concept_brief(explorer: ExplorerDep, concept: ConceptId, model: Model = None) -> dict[str, Any]:
+async def concept_brief(explorer: ExplorerDep, concept: ConceptId, model: Model = None) -> dict[str, Any]:
     """Id, label and delta: what the scatter's tooltip shows."""
+    await _index_ready(explorer)
     return explorer.brief(concept, explorer.model(model))
 
 
