@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from app.deps import ExplorerDep, TemplatesDep
 from app.render import is_htmx, render
 from backend import svg
+from backend.card_html import card_parts
 from backend.concepts import concept_card, heatmap_png, set_label
 from backend.explorer import Explorer
 from backend.labels import MAX_LABEL, LabelError
@@ -25,12 +26,12 @@ MAX_LABEL_BODY = 12 * MAX_LABEL + 64  # bytes: a label of 4-byte characters perc
 
 
 def card_page_data(card: dict[str, Any]) -> dict[str, Any]:
-    """The card plus its server-rendered activation histogram (an SVG)."""
+    """The card plus its server-rendered parts: the activation histogram (an SVG) and the repeated ones."""
     histogram = card["histogram"]
     percent = {"real": [100 * v for v in histogram["real"]], card["model"]: [100 * v for v in histogram["generated"]]}
     chart = svg.histogram(histogram["edges"], percent, x_label="energy (sum of codes over the image's tokens)",
                           y_label="% of images", title="activation where the concept fires")
-    return {"card": card, "histogram_svg": chart}
+    return {"card": card, "histogram_svg": chart, "parts": card_parts(card)}
 
 
 async def _index_ready(explorer: Explorer) -> None:

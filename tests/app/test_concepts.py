@@ -183,6 +183,13 @@ def test_labels_are_escaped_in_html(lens_atlas, tmp_path, live):
                      client.get("/explorer", params={"concept": live}).text):
             assert "<script>alert" not in html and "<img src=x" not in html
             assert "&lt;script&gt;alert(" in html
+        # in the lists of other cards too: a neighbour by decoder cosine and a co-occurrence partner
+        card = client.get(f"/api/concepts/{live}").json()
+        for other in {card["nearest"]["concepts"][0]["concept"], card["cooccurring"]["real"][0]["concept"]}:
+            assert client.post(f"/api/concepts/{other}/label", data={"label": attack}).status_code == 200
+        html = client.get(f"/concepts/{live}", headers=HX).text
+        assert "<script>alert" not in html and "<img src=x" not in html
+        assert html.count("&lt;script&gt;alert(") >= 3  # its own label, and the lists
 
 
 @pytest.mark.parametrize("body, kind", [
