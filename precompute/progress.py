@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 Advance = Callable[[int], None]
+MIN_RATE_SECONDS = 0.5  # a step that finishes faster shows no rate
 
 console = Console(stderr=True, soft_wrap=True)  # never break a path or message mid-line
 
@@ -34,6 +35,8 @@ class RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         unit = task.fields.get("unit", "it")
+        if task.finished and (task.elapsed or 0.0) < MIN_RATE_SECONDS:
+            speed = None  # work found finished (a reused stage) or too short to time: no rate, not millions per second
         return Text(f"{speed:,.1f} {unit}/s" if speed else f"-- {unit}/s", style="progress.data.speed")
 
 
