@@ -38,7 +38,7 @@ async def _index_ready(explorer: Explorer) -> None:
     """Cards and tooltips are computed on the event loop: from the in-memory card index they cost well under a
     millisecond, less than handing them to a worker thread. Only while that index is still being read (at start)
     does a request wait for it, in a thread."""
-    if not explorer.cards.ready:
+    if explorer.analysed and not explorer.cards.ready:
         await run_in_threadpool(explorer.cards.get)
 
 

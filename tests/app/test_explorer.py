@@ -171,6 +171,8 @@ def test_an_atlas_without_analysis_gets_a_helpful_page_not_an_error(world_atlas,
         missing = client.get("/api/explorer/points.bin")
         assert missing.status_code == 404 and "analyze" in missing.json()["detail"]
         assert client.get("/concepts/0").status_code == 404
+        brief = client.get("/api/concepts/0/brief")
+        assert brief.status_code == 404 and "analyze" in brief.json()["detail"]
 
 
 @pytest.fixture(scope="module")
