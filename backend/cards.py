@@ -7,7 +7,8 @@ clients that alone kept the card far above 100 ms. The atlas never changes under
 running server, and the analyze stage has already ranked and binned everything a card
 shows (``concept_partners``, ``concept_neighbours``, ``energy_histograms``), so the
 server reads those tables once into arrays indexed by concept: at 32,000 concepts and
-10,000 pairs in five image sets that is a few tens of MB, read in about a second.
+10,000 pairs in five image sets, 56 MB of arrays (the process grows by about 270 MB with
+Python's objects and DuckDB's page cache), read in about a second.
 User labels are not here: they change, and the card reads them from the label store.
 """
 
@@ -59,9 +60,10 @@ class CardIndex:
 
     def __init__(self, atlas: Atlas, n_concepts: int):
         k = self.n_concepts = n_concepts
-        self.sources = [r["source_id"] for r in atlas.rows("SELECT source_id FROM sources ORDER BY source_id")]
+        sources = atlas.rows("SELECT source_id, n_images FROM sources ORDER BY source_id")
+        self.sources = [r["source_id"] for r in sources]
         self.source_index = {s: i for i, s in enumerate(self.sources)}
-        self.n_images = {r["source_id"]: r["n_images"] for r in atlas.rows("SELECT source_id, n_images FROM sources")}
+        self.n_images = {r["source_id"]: r["n_images"] for r in sources}
 
         concepts = atlas.arrow("""SELECT concept, label, caption_words, vlm_label, world_concept, world_auroc,
                                          umap_x, umap_y, is_dead, energy_max FROM concepts ORDER BY concept""")
@@ -82,8 +84,8 @@ class CardIndex:
         source = histograms.column("source_id").to_numpy(zero_copy_only=False)
         concept = histograms.column("concept").to_numpy()
         counts = histograms.column("counts").combine_chunks()
-        bins = counts.type.list_size if len(counts) else 24
-        flat = counts.flatten().to_numpy().reshape(-1, bins) if len(counts) else np.zeros((0, bins), np.int32)
+        bins = counts.type.list_size
+        flat = counts.flatten().to_numpy().reshape(-1, bins)
         for s in self.sources:
             grid = np.zeros((k, bins), dtype=np.int32)
             rows = source == s
@@ -99,12 +101,14 @@ class CardIndex:
         items = atlas.arrow("SELECT item_id, caption FROM items ORDER BY position")
         self.item_ids: list[str] = items.column("item_id").to_pylist()
         self.captions: list[str] = items.column("caption").to_pylist()
-        self.item_index = {item: i for i, item in enumerate(self.item_ids)}
-        self.paths: dict[str, list[str | None]] = {s: [None] * len(self.item_ids) for s in self.sources}
-        images = atlas.arrow("SELECT source_id, item_id, path FROM images")
-        for s, item, path in zip(*(images.column(c).to_pylist() for c in ("source_id", "item_id", "path"))):
-            if s in self.paths and item in self.item_index:
-                self.paths[s][self.item_index[item]] = path
+        # per source, the image path of every item position (None where the source has no image of it)
+        self.paths: dict[str, list[str | None]] = {}
+        for s in self.sources:
+            images = atlas.arrow("SELECT i.position, im.path FROM images im JOIN items i USING (item_id) "
+                                 "WHERE im.source_id = ?", [s])
+            paths = np.full(len(self.item_ids), None, dtype=object)
+            paths[images.column("position").to_numpy()] = images.column("path").to_pylist()
+            self.paths[s] = paths.tolist()
 
         # exemplars: per source, (K, ranks) item positions (-1 where absent) and scores
         self.exemplars = {s: _ranked(atlas, """SELECT e.concept, e.rank, i.position AS item, e.score FROM exemplars e
@@ -113,11 +117,11 @@ class CardIndex:
                           for s in self.sources}
 
         # heatmaps: which (source, concept, item) has one, and the concept's energy on that image
-        heatmaps = atlas.arrow("""SELECT h.source_id, h.concept, i.position AS item, h.energy
-                                  FROM heatmaps h JOIN items i USING (item_id)""")
-        source = np.array([self.source_index.get(s, -1) for s in heatmaps.column("source_id").to_pylist()],
-                          dtype=np.int64)
-        keys = self._key(source, heatmaps.column("concept").to_numpy(), heatmaps.column("item").to_numpy())
+        heatmaps = atlas.arrow("""SELECT list_position(?::VARCHAR[], h.source_id) - 1 AS source, h.concept,
+                                         i.position AS item, h.energy
+                                  FROM heatmaps h JOIN items i USING (item_id)""", [self.sources])
+        keys = self._key(heatmaps.column("source").to_numpy(), heatmaps.column("concept").to_numpy(),
+                         heatmaps.column("item").to_numpy())
         order = np.argsort(keys, kind="stable")
         self._heat_keys = keys[order]
         self._heat_energy = heatmaps.column("energy").to_numpy()[order]
