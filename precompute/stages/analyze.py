@@ -118,9 +118,7 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
     _cooccurrence(ctx, lens, sets, folder)
     upper, counts = energy_histograms(matrices)
     _write(folder, "energy_histograms", pa.concat_tables([_histogram_table(name, c) for name, c in counts.items()]))
-    fired = np.zeros(n_concepts, dtype=bool)
-    for matrix in matrices.values():
-        fired |= np.asarray((matrix != 0).sum(axis=0)).ravel() > 0
+    fired = sum(c.sum(axis=1) for c in counts.values()) > 0  # fires on some image of some set
     concepts = _concepts(ctx, lens, real, items.column("caption").to_pylist(), fired)
     concepts = concepts.append_column("energy_max", pa.array(upper, type=pa.float64()))
     with ctx.progress(n_concepts, "decoder neighbours", "concept") as advance:
