@@ -1,7 +1,7 @@
 """The explorer's read side: the UMAP point payload, concept search, neighbours, co-occurrence edges, selections.
 
 One ``Explorer`` per app holds the read-only atlas, the user label store and the
-output-lens decoder atoms, and caches the point payloads (an atlas never changes
+concept card index (``backend/cards.py``), and caches the point payloads (an atlas never changes
 under a running server). User labels win over automatic ones everywhere: they join
 every query as a parameterised ``user_labels`` table.
 

@@ -149,7 +149,7 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
             atlas.add_manifest(encoded)
     from precompute.stages.train import sae_path
 
-    atlas.add_model(sae_path(ctx), OUTPUT_SAE)  # the explorer's decoder cosines and the steering service's measure
+    atlas.add_model(sae_path(ctx), OUTPUT_SAE)  # the steering service measures concepts with it
     trained = _stage_manifest(ctx.work / "train")
     if trained and ctx.config.encode.sae is None:
         atlas.add_manifest(trained)
