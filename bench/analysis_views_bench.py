@@ -128,6 +128,15 @@ def build_synthetic_atlas(out: Path, concepts: int, items: int, seed: int = 0) -
     return out
 
 
+def synthetic_atlas_in(folder: str, concepts: int, items: int) -> Path:
+    """``build_synthetic_atlas`` into ``folder``/atlas, saying what it built and how long it took."""
+    start = time.perf_counter()
+    atlas = build_synthetic_atlas(Path(folder) / "atlas", concepts, items)
+    print(f"synthetic atlas: {concepts} concepts, {items} pairs, {len(GENERATORS)} generators, "
+          f"built in {time.perf_counter() - start:.1f} s\n")
+    return atlas
+
+
 def _ranked(rng: np.random.Generator, concepts: int, name: str, score: str, top: int = 10) -> dict[str, object]:
     """``top`` random partners per concept, in descending score: rows (concept, rank, <name>, <score>)."""
     return {"concept": np.repeat(np.arange(concepts, dtype=np.int32), top),
@@ -156,10 +165,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        atlas = build_synthetic_atlas(Path(folder) / "atlas", args.concepts, args.items)
-        print(f"synthetic atlas: {args.concepts} concepts, {args.items} pairs, {len(GENERATORS)} generators, "
-              f"built in {time.perf_counter() - start:.1f} s")
+        atlas = synthetic_atlas_in(folder, args.concepts, args.items)
         urls = ["/rankings", "/rankings?direction=exaggerated&significant=true&min_freq=0.01",
                 "/rankings/rows?offset=50&limit=50", "/api/rankings?limit=200", "/api/rankings.csv",
                 "/api/rankings.parquet", "/compare", "/compare?a=sd15&b=sd15-dpo", "/api/compare",

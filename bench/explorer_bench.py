@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from analysis_views_bench import GENERATORS, build_synthetic_atlas
+from analysis_views_bench import GENERATORS, synthetic_atlas_in
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--enable-unsafe-swiftshader"]
@@ -152,10 +152,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        atlas = build_synthetic_atlas(Path(folder) / "atlas", args.concepts, args.items)
-        print(f"synthetic atlas: {args.concepts} concepts, {args.items} pairs, {len(GENERATORS)} generators, "
-              f"built in {time.perf_counter() - start:.1f} s\n")
+        atlas = synthetic_atlas_in(folder, args.concepts, args.items)
         base, server = serve(atlas)
         try:
             print("| measure | size / count | time |\n| --- | --- | --- |")
