@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from precompute.errors import ConfigError
 
@@ -121,6 +121,8 @@ class PlantedEffectConfig(_Table):
 class _GeneratorBase(_Table):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="stable id of the generator")
     seed: int = 0
+    control: bool = Field(False, description="a null control: the generator is known to draw what the data does, "
+                                             "so every flag it gets is a false alarm (counted as a null flag)")
 
 
 class PlantedGeneratorConfig(_GeneratorBase):
@@ -129,6 +131,14 @@ class PlantedGeneratorConfig(_GeneratorBase):
     kind: Literal["planted"]
     size: int | None = Field(None, ge=16, le=1024, description="defaults to the world source's size")
     effects: tuple[PlantedEffectConfig, ...] = ()
+
+    @field_validator("effects")
+    @classmethod
+    def _control_has_no_effects(cls, effects: tuple, info: ValidationInfo) -> tuple:
+        if effects and info.data.get("control"):
+            raise ValueError(f"a control generator (control = true) must have no planted effects; it has "
+                             f"{len(effects)}: remove them or set control = false")
+        return effects
 
 
 class WorldModelGeneratorConfig(_GeneratorBase):
@@ -211,12 +221,33 @@ class EncodeConfig(_Table):
 
 
 class AnalysisConfig(_Table):
-    """Thresholds of the blindspot analysis (seed 001, section 4 and appendix D.3)."""
+    """Thresholds of the blindspot analysis (seed 001, section 4 and appendix D.3) and the test added to them.
 
-    temperature: float = Field(0.8, gt=0.0)
+    ``temperature``: the paper's T (0.8, set for DINOv2 energies), another positive
+    number for another energy scale, or ``"auto"`` (``precompute.analysis.calibration``:
+    T from the real-half vs real-half null control). ``fdr``: a concept is flagged only
+    when delta crosses a threshold and its paired test's Benjamini-Hochberg q-value is
+    at most this.
+    """
+
+    temperature: float | Literal["auto"] = Field(0.8, description="delta's T: a number > 0, or 'auto'")
     suppressed_below: float = Field(0.1, gt=0.0, lt=1.0)
     exaggerated_above: float = Field(0.9, gt=0.0, lt=1.0)
+    fdr: float = Field(0.05, gt=0.0, lt=1.0, description="false discovery rate of the flags (Benjamini-Hochberg)")
+    pvalue_rule: Literal["hoeffding", "normal"] = Field(
+        "hoeffding", description="paired sign-flip p-values: Hoeffding's exact bound or the normal approximation")
     bootstrap: int = Field(1000, ge=0)
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperature(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value != "auto":
+                raise ValueError("temperature must be a number > 0 or 'auto'")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+            raise ValueError("temperature must be a number > 0 or 'auto'")
+        return float(value)
 
     @model_validator(mode="after")
     def _ordered(self) -> AnalysisConfig:

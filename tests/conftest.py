@@ -77,17 +77,25 @@ def tiny_dinov2(tmp_path_factory) -> Path:
     return folder
 
 
+LENS_ITEMS = 96  # pairs of the lens atlas: enough for its planted effect to be significant
+
+
 def lens_config(model, **encode):
     return parse_config({
-        "run": {"n_items": 48, "name": "lens"},
+        "run": {"n_items": LENS_ITEMS, "name": "lens"},
         "source": {"kind": "world", "size": 32, "seed": 5},
         "generators": [
-            {"name": "planted", "kind": "planted", "effects": [{"effect": "add", "concept": "shadow", "rate": 1.0}]},
+            # four objects where the caption asks for one: a change the tiny random lens measures on half the
+            # pairs, so some of its flags are significant (its other deltas are noise, never flagged)
+            {"name": "planted", "kind": "planted", "effects": [
+                {"effect": "add", "concept": "shadow", "rate": 1.0},
+                {"effect": "suppress", "concept": "count_one", "rate": 1.0, "replace_with": "count_four"}]},
             {"name": "same", "kind": "planted"},
         ],
         "encode": {"energy_model": str(model), "n_concepts": 48, "k": 4, "train_epochs": 1,
                    "train_batch_size": 512, "batch_size": 16, "exemplars": 3, **encode},
-        "analysis": {"bootstrap": 50},
+        # the normal approximation: more power than the exact bound on 96 pairs of a tiny random lens
+        "analysis": {"bootstrap": 50, "temperature": "auto", "pvalue_rule": "normal"},
     })
 
 

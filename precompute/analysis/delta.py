@@ -3,10 +3,14 @@
 Seed 001, section 3 and appendix D.3: ``E_real[k]`` and ``E_gen[k]`` are the mean
 energies of concept k over the real and generated sets, and
 ``delta[k] = sigmoid((E_gen[k] - E_real[k]) / T)`` with T = 0.8. delta < 0.1 flags a
-suppressed blindspot, delta > 0.9 an exaggerated one. Each delta carries a paired
-bootstrap confidence interval (resampling items, so a real image and its generated
-counterpart stay together) or, as an option, the half-width of appendix K's McDiarmid
-bound; a concept whose interval contains 0.5 is not a significant difference.
+suppressed blindspot, delta > 0.9 an exaggerated one: those are the paper's flags
+(``suppressed_paper`` / ``exaggerated_paper``). The atlas's flags add a test the paper
+lacks (``precompute.analysis.significance``): a concept is flagged only when delta crosses
+the threshold *and* its paired sign-flip test survives Benjamini-Hochberg control at
+``fdr`` over the generator's live concepts, so a flag is never looser than the paper's.
+Each delta also carries a paired bootstrap confidence interval (resampling items, so a
+real image and its generated counterpart stay together) or, as an option, the
+half-width of appendix K's McDiarmid bound, for display.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import stats
 
+from precompute.analysis.significance import concept_qvalues
 from precompute.errors import BlindspotError
 
 
@@ -34,15 +39,32 @@ class ConceptStats:
     relative_delta: np.ndarray
     nu_real: np.ndarray  # share of real images where the concept fires
     nu_gen: np.ndarray
-    suppressed: np.ndarray  # bool
-    exaggerated: np.ndarray  # bool
+    suppressed_paper: np.ndarray  # bool: delta below the threshold (the paper's flag)
+    exaggerated_paper: np.ndarray  # bool: delta above the threshold
+    p_value: np.ndarray  # paired sign-flip test of E_gen = E_real; NaN where not computable or not live
+    q_value: np.ndarray  # Benjamini-Hochberg over the live concepts; NaN likewise
+    fdr: float
     ci_low: np.ndarray
     ci_high: np.ndarray
 
     @property
+    def live(self) -> np.ndarray:
+        """Concepts that fire on some real or generated image (the ones tested)."""
+        return (self.nu_real > 0) | (self.nu_gen > 0)
+
+    @property
     def significant(self) -> np.ndarray:
-        """True where the interval excludes 0.5 (E_gen differs from E_real)."""
-        return (self.ci_high < 0.5) | (self.ci_low > 0.5)
+        """E_gen differs from E_real at the false discovery rate ``fdr`` (False where q is not computable)."""
+        return np.nan_to_num(self.q_value, nan=np.inf) <= self.fdr
+
+    @property
+    def suppressed(self) -> np.ndarray:
+        """The atlas's flag: below the paper's threshold and significant."""
+        return self.suppressed_paper & self.significant
+
+    @property
+    def exaggerated(self) -> np.ndarray:
+        return self.exaggerated_paper & self.significant
 
 
 def check_pair(real: sp.csr_array, generated: sp.csr_array) -> None:
@@ -109,9 +131,14 @@ def mcdiarmid_halfwidth(real: sp.csr_array, generated: sp.csr_array, temperature
 
 
 def concept_stats(real: sp.csr_array, generated: sp.csr_array, *, temperature: float = 0.8,
-                  suppressed_below: float = 0.1, exaggerated_above: float = 0.9,
-                  uncertainty: str = "bootstrap", resamples: int = 1000, seed: int = 0) -> ConceptStats:
-    """All per-concept statistics of one generator against the real set."""
+                  suppressed_below: float = 0.1, exaggerated_above: float = 0.9, fdr: float = 0.05,
+                  pvalue_rule: str = "hoeffding", uncertainty: str = "bootstrap", resamples: int = 1000,
+                  seed: int = 0) -> ConceptStats:
+    """All per-concept statistics of one generator against the real set.
+
+    ``resamples = 0`` with ``uncertainty = "none"`` skips the interval (NaN), for
+    controls whose flags are counted but never shown with an interval.
+    """
     check_pair(real, generated)
     e_real, e_gen = column_means(real), column_means(generated)
     delta = sigmoid((e_gen - e_real) / temperature)
@@ -122,13 +149,16 @@ def concept_stats(real: sp.csr_array, generated: sp.csr_array, *, temperature: f
     elif uncertainty in ("bootstrap", "mcdiarmid"):
         half = mcdiarmid_halfwidth(real, generated, temperature)
         low, high = np.clip(delta - half, 0, 1), np.clip(delta + half, 0, 1)
+    elif uncertainty == "none":
+        low = high = np.full(delta.shape, np.nan)
     else:
-        raise BlindspotError(f"uncertainty must be 'bootstrap' or 'mcdiarmid', got {uncertainty!r}")
+        raise BlindspotError(f"uncertainty must be 'bootstrap', 'mcdiarmid' or 'none', got {uncertainty!r}")
+    nu_real, nu_gen = firing_frequency(real), firing_frequency(generated)
+    p, q = concept_qvalues(real, generated, (nu_real > 0) | (nu_gen > 0), pvalue_rule)
     return ConceptStats(
-        e_real=e_real, e_gen=e_gen, delta=delta, relative_delta=relative,
-        nu_real=firing_frequency(real), nu_gen=firing_frequency(generated),
-        suppressed=delta < suppressed_below, exaggerated=delta > exaggerated_above,
-        ci_low=low.astype(np.float64), ci_high=high.astype(np.float64),
+        e_real=e_real, e_gen=e_gen, delta=delta, relative_delta=relative, nu_real=nu_real, nu_gen=nu_gen,
+        suppressed_paper=delta < suppressed_below, exaggerated_paper=delta > exaggerated_above,
+        p_value=p, q_value=q, fdr=fdr, ci_low=low.astype(np.float64), ci_high=high.astype(np.float64),
     )
 
 

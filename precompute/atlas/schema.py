@@ -5,7 +5,7 @@ stages add their tables here. ``SCHEMA_VERSION`` changes whenever a table change
 so a reader can refuse an atlas it does not understand.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES: dict[str, str] = {
     # key/value facts of the build: schema_version, config_digest, config (JSON), built_at, stages.
@@ -77,6 +77,11 @@ TABLES: dict[str, str] = {
         is_dead BOOLEAN NOT NULL,      -- never fires on any image of the atlas
         energy_max DOUBLE NOT NULL     -- its largest energy on any image: the upper edge of energy_histograms
     )""",
+    # Embedded world only: per world concept, the SAE concepts that detect it best (AUROC of the concept's energy
+    # for the world concept's presence, on the atlas's real images); rank 0 is the lens's detector of it.
+    "world_detection": """CREATE TABLE world_detection (
+        world_concept TEXT NOT NULL, rank INTEGER NOT NULL, concept INTEGER NOT NULL, auroc DOUBLE NOT NULL
+    )""",
     # The concept card's lists, ranked once by the analyze stage: the nearest concepts by decoder cosine ...
     "concept_neighbours": """CREATE TABLE concept_neighbours (
         concept INTEGER NOT NULL, rank INTEGER NOT NULL, neighbour INTEGER NOT NULL, cosine REAL NOT NULL
@@ -97,7 +102,9 @@ TABLES: dict[str, str] = {
         concept INTEGER NOT NULL,
         energy REAL NOT NULL
     )""",
-    # Per (generator, concept): the blindspot statistics against the real images (seed 001, section 3).
+    # Per (generator, concept): the blindspot statistics against the real images (seed 001, section 3), and
+    # the test the atlas adds (precompute/analysis/significance.py): a flag needs delta past the paper's
+    # threshold *and* q <= the config's analysis.fdr.
     "concept_stats": """CREATE TABLE concept_stats (
         source_id TEXT NOT NULL,
         concept INTEGER NOT NULL,
@@ -107,19 +114,38 @@ TABLES: dict[str, str] = {
         relative_delta DOUBLE NOT NULL,-- (e_gen - e_real) / (e_gen + e_real)
         nu_real DOUBLE NOT NULL,       -- share of real images where the concept fires
         nu_gen DOUBLE NOT NULL,
-        suppressed BOOLEAN NOT NULL,   -- delta below the suppressed threshold (0.1)
-        exaggerated BOOLEAN NOT NULL,  -- delta above the exaggerated threshold (0.9)
-        ci_low DOUBLE NOT NULL,        -- 95% interval of delta (paired bootstrap, or appendix K's bound)
-        ci_high DOUBLE NOT NULL,
-        significant BOOLEAN NOT NULL,  -- the interval excludes 0.5
-        delta_sharp DOUBLE NOT NULL,   -- delta at T = 0.4 (the paper's frequency-vs-delta plot)
+        suppressed BOOLEAN NOT NULL,   -- the flag: delta below the suppressed threshold (0.1) and significant
+        exaggerated BOOLEAN NOT NULL,  -- the flag: delta above the exaggerated threshold (0.9) and significant
+        suppressed_paper BOOLEAN NOT NULL,  -- delta below the threshold alone (the paper's flag)
+        exaggerated_paper BOOLEAN NOT NULL,
+        p_value DOUBLE,                -- paired sign-flip test of E_gen = E_real; NULL: not live, or < 20 pairs
+        q_value DOUBLE,                -- Benjamini-Hochberg over the generator's live concepts; NULL likewise
+        ci_low DOUBLE,                 -- 95% interval of delta (paired bootstrap, or appendix K's bound)
+        ci_high DOUBLE,
+        significant BOOLEAN NOT NULL,  -- q_value <= analysis.fdr
+        delta_sharp DOUBLE NOT NULL,   -- sigmoid((e_gen - e_real) / (T / 2)): T = 0.4 at the paper's 0.8 (Fig. 11)
         PRIMARY KEY (source_id, concept)
     )""",
     "delta_histograms": """CREATE TABLE delta_histograms (
         source_id TEXT NOT NULL, bin INTEGER NOT NULL, low DOUBLE NOT NULL, high DOUBLE NOT NULL, count BIGINT NOT NULL
     )""",
+    # Per generator: skewness of delta and its flag counts (the atlas's flags and the paper's thresholds alone).
     "source_summary": """CREATE TABLE source_summary (
-        source_id TEXT PRIMARY KEY, skewness DOUBLE, n_suppressed INTEGER, n_exaggerated INTEGER, n_significant INTEGER
+        source_id TEXT PRIMARY KEY, skewness DOUBLE, n_suppressed INTEGER, n_exaggerated INTEGER, n_significant INTEGER,
+        n_suppressed_paper INTEGER, n_exaggerated_paper INTEGER,
+        n_live INTEGER,                -- concepts that fire on some real or generated image (the ones tested)
+        control BOOLEAN                -- the generator is configured as a null control
+    )""",
+    # The null controls: the real images split in two random halves (control 'real-halves'), and every generator
+    # configured with control = true. Both sides draw from the same distribution, so every flag is a false alarm.
+    "null_controls": """CREATE TABLE null_controls (
+        control TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,            -- real-halves | generator
+        pairs INTEGER NOT NULL,        -- pairs tested (n // 2 for the halves)
+        live INTEGER NOT NULL,
+        flagged INTEGER NOT NULL,      -- the atlas's flags (must be 0)
+        flagged_paper INTEGER NOT NULL,-- what the paper's thresholds alone flag
+        min_q DOUBLE                   -- its smallest q-value
     )""",
     # Pearson r of delta between every pair of generators.
     "model_correlations": """CREATE TABLE model_correlations (

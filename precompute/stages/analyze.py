@@ -1,8 +1,11 @@
 """Stage analyze: every analysis of the blindspots paper, from the encode stage's outputs.
 
-Per generator against the real set: delta with its interval, relative delta, flags,
-firing frequencies, the delta histogram with skewness, datapoint scores, and the
-co-occurrence spectra; across generators: the Pearson matrix of delta; for the
+Per generator against the real set: delta with its interval, relative delta, the
+paper's threshold flags and the atlas's flags (the same thresholds gated by a paired
+test with false-discovery-rate control), firing frequencies, the delta histogram with skewness, datapoint scores, and the
+co-occurrence spectra; the null control (real half vs real half, and any generator
+marked ``control``) whose flags are false alarms by construction; across generators:
+the Pearson matrix of delta; for the
 concepts: a UMAP of the dictionary atoms (one layout for all models), caption-word
 labels and, for the embedded world, the world concept each SAE concept detects best.
 Results are Parquet/JSON files in ``WORK/analyze`` that the build stage loads.
@@ -18,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from precompute.analysis.calibration import REAL_HALVES, auto_temperature, real_halves
 from precompute.analysis.cooccurrence import eigenvector_alignment, epsilon_grid, l0_curve, top_eigen, top_partners
 from precompute.analysis.datapoints import datapoint_scores
 from precompute.analysis.delta import concept_stats, delta_histogram, pearson_matrix, sigmoid
@@ -32,12 +36,13 @@ from precompute.stages.common import StageContext, digest_of
 from precompute.stages.encode import ENERGIES, Lens, cooccurrence, encode_store, maps_path
 from precompute.stages.sample import ANNOTATIONS, ITEMS, sample_store
 
-# Seed 001 appendix D, section 4.6: frequency vs delta uses a sharper sigmoid (T = 0.4).
-FREQUENCY_TEMPERATURE = 0.4
+# Seed 001 appendix D, section 4.6: frequency vs delta uses a sigmoid twice as sharp (T = 0.4 beside the
+# paper's 0.8); the atlas keeps that ratio at any temperature.
+FREQUENCY_SHARPENING = 2.0
 EIGENVECTORS = 100
 CARD_PARTNERS = 10  # co-occurrence partners and decoder neighbours kept per concept (the concept card's lists)
 # Bumped when the analyze stage's outputs change shape, so older outputs in a work folder are recomputed.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 
 
 def analyze_dir(ctx: StageContext, lens_digest: str) -> Path:
@@ -77,21 +82,30 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
         raise BlindspotError("nothing to analyze: no generator has finished the generate stage")
     matrices = {s: energy_matrix(ctx, lens.digest, s, n_items, n_concepts) for s in sets}
     real = matrices["real"]
+    first_half, second_half = real_halves(real, config.run.seed)
+    temperature = (auto_temperature(real) if analysis.temperature == "auto"
+                   else float(analysis.temperature))
+    controls = {g.name for g in config.generators if g.control}
 
-    stats_tables, histogram_rows, summary_rows, datapoint_tables = [], [], [], []
+    def statistics(reference: sp.csr_array, other: sp.csr_array, **options):
+        return concept_stats(reference, other, temperature=temperature, suppressed_below=analysis.suppressed_below,
+                             exaggerated_above=analysis.exaggerated_above, fdr=analysis.fdr,
+                             pvalue_rule=analysis.pvalue_rule, **options)
+
+    stats_tables, histogram_rows, summary_rows, datapoint_tables, null_rows = [], [], [], [], []
     deltas = {}
     for name in generators:
-        stats = concept_stats(real, matrices[name], temperature=analysis.temperature,
-                              suppressed_below=analysis.suppressed_below, exaggerated_above=analysis.exaggerated_above,
-                              resamples=analysis.bootstrap, seed=config.run.seed)
+        stats = statistics(real, matrices[name], resamples=analysis.bootstrap, seed=config.run.seed)
         deltas[name] = stats.delta
         stats_tables.append(pa.table({
             "source_id": [name] * n_concepts, "concept": np.arange(n_concepts, dtype=np.int32),
             "e_real": stats.e_real, "e_gen": stats.e_gen, "delta": stats.delta,
             "relative_delta": stats.relative_delta, "nu_real": stats.nu_real, "nu_gen": stats.nu_gen,
             "suppressed": stats.suppressed, "exaggerated": stats.exaggerated,
+            "suppressed_paper": stats.suppressed_paper, "exaggerated_paper": stats.exaggerated_paper,
+            "p_value": _nullable(stats.p_value), "q_value": _nullable(stats.q_value),
             "ci_low": stats.ci_low, "ci_high": stats.ci_high, "significant": stats.significant,
-            "delta_sharp": sigmoid((stats.e_gen - stats.e_real) / FREQUENCY_TEMPERATURE),
+            "delta_sharp": sigmoid((stats.e_gen - stats.e_real) * FREQUENCY_SHARPENING / temperature),
         }))
         histogram = delta_histogram(stats.delta)
         edges = histogram["edges"]
@@ -100,12 +114,22 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
         summary_rows.append({"source_id": name, "skewness": histogram["skewness"],
                              "n_suppressed": int(stats.suppressed.sum()),
                              "n_exaggerated": int(stats.exaggerated.sum()),
-                             "n_significant": int(stats.significant.sum())})
-        scores = datapoint_scores(real, matrices[name], analysis.temperature)
+                             "n_significant": int(stats.significant.sum()),
+                             "n_suppressed_paper": int(stats.suppressed_paper.sum()),
+                             "n_exaggerated_paper": int(stats.exaggerated_paper.sum()),
+                             "n_live": int(stats.live.sum()), "control": name in controls})
+        if name in controls:
+            null_rows.append(_null_row(name, "generator", n_items, stats))
+        scores = datapoint_scores(real, matrices[name], temperature)
         datapoint_tables.append(pa.table({"source_id": [name] * n_items, "position": np.arange(n_items),
                                           "l2": scores["l2"], "mean_sigmoid": scores["mean_sigmoid"]}))
         manifest.counts[f"{name}.suppressed"] = int(stats.suppressed.sum())
         manifest.counts[f"{name}.exaggerated"] = int(stats.exaggerated.sum())
+    halves = statistics(first_half, second_half, uncertainty="none")
+    null_rows.insert(0, _null_row(REAL_HALVES, "real-halves", first_half.shape[0], halves))
+    manifest.counts["null_flags"] = sum(r["flagged"] for r in null_rows)
+    manifest.counts["temperature"] = round(temperature, 6)
+    _write(folder, "null_controls", pa.Table.from_pylist(null_rows, schema=NULL_CONTROLS))
     _write(folder, "concept_stats", pa.concat_tables(stats_tables))
     _write(folder, "delta_histograms", pa.Table.from_pylist(histogram_rows))
     _write(folder, "source_summary", pa.Table.from_pylist(summary_rows))
@@ -128,8 +152,28 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
     manifest.counts.update(concepts=n_concepts, dead=int((~fired).sum()), generators=len(generators))
     document = manifest.finish(folder / "manifest.json")
     write_text_atomic(folder / "info.json", json.dumps({"digest": analysis_digest(ctx, lens.digest),
-                                                         "lens": lens.digest, "grid": list(lens.model.grid)}))
+                                                         "lens": lens.digest, "grid": list(lens.model.grid),
+                                                         "temperature": temperature}))
     return document
+
+
+NULL_CONTROLS = pa.schema([("control", pa.string()), ("kind", pa.string()), ("pairs", pa.int64()),
+                           ("live", pa.int64()), ("flagged", pa.int64()), ("flagged_paper", pa.int64()),
+                           ("min_q", pa.float64())])
+
+
+def _null_row(control: str, kind: str, pairs: int, stats) -> dict:
+    """One null control's counts: every flag it gets is a false alarm."""
+    q = stats.q_value[np.isfinite(stats.q_value)]
+    return {"control": control, "kind": kind, "pairs": int(pairs), "live": int(stats.live.sum()),
+            "flagged": int((stats.suppressed | stats.exaggerated).sum()),
+            "flagged_paper": int((stats.suppressed_paper | stats.exaggerated_paper).sum()),
+            "min_q": float(q.min()) if q.size else None}
+
+
+def _nullable(values: np.ndarray) -> pa.Array:
+    """A float column with NULL where the value is NaN (not computable)."""
+    return pa.array(values, type=pa.float64(), mask=~np.isfinite(values))
 
 
 def _cooccurrence(ctx: StageContext, lens: Lens, sets: list[str], folder: Path) -> None:
@@ -195,6 +239,7 @@ def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[
         best = auc.argmax(axis=1)
         columns["world_concept"] = [names[b] for b in best]
         columns["world_auroc"] = auc[np.arange(n_concepts), best]
+        _write(analyze_dir(ctx, lens.digest), "world_detection", world_detection(names, auc))
     vlm = _vlm_labels(ctx, lens, fired)
     columns["vlm_label"] = [vlm.get(k) for k in range(n_concepts)]
     columns["label"] = [v or w or c or f"#{k}" for k, (v, w, c) in
@@ -246,6 +291,23 @@ def world_auroc(ctx: StageContext, real: sp.csr_array) -> tuple[list[str], np.nd
     truth[[position[i] for i in notes.column("item_id").to_pylist()],
           [column[c] for c in notes.column("concept").to_pylist()]] = True
     return names, auroc_matrix(real.toarray(), truth)
+
+
+WORLD_DETECTORS = 3  # SAE concepts kept per world concept in ``world_detection``
+
+
+def world_detection(names: list[str], auc: np.ndarray, keep: int = WORLD_DETECTORS) -> pa.Table:
+    """Per world concept, the SAE concepts that detect it best: rows (world_concept, rank, concept, auroc).
+
+    ``auc``: (SAE concepts, world concepts). The lens sees a world concept when some SAE
+    concept detects it; the evaluation's detectability table reads rank 0.
+    """
+    keep = min(keep, auc.shape[0])
+    order = np.argsort(-auc, axis=0, kind="stable")[:keep]  # (keep, world concepts)
+    rank, world = np.indices(order.shape)
+    return pa.table({"world_concept": pa.array(np.asarray(names, dtype=object)[world.ravel()], type=pa.string()),
+                     "rank": rank.ravel().astype(np.int32), "concept": order.ravel().astype(np.int32),
+                     "auroc": auc[order.ravel(), world.ravel()].astype(np.float64)})
 
 
 def umap_layout(atoms: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -129,7 +129,8 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
                   CASE WHEN isnan(world_auroc) THEN NULL ELSE world_auroc END, umap_x, umap_y, is_dead, energy_max
                   FROM read_parquet(?)""", [parquet("concepts")])
     db.execute("INSERT INTO concept_stats BY NAME SELECT * FROM read_parquet(?)", [parquet("concept_stats")])
-    for table in ("delta_histograms", "source_summary", "model_correlations", "cooccurrence_l0",
+    atlas.set_info("temperature", repr(float(info["temperature"])))
+    for table in ("delta_histograms", "source_summary", "null_controls", "model_correlations", "cooccurrence_l0",
                   "cooccurrence_spectrum", "eigenvector_alignment", "concept_neighbours", "concept_partners",
                   "energy_histograms"):
         db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [parquet(table)])
@@ -159,6 +160,8 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
                   FROM read_parquet(?) m JOIN items i ON i.position = m.position
                   LEFT JOIN energies e ON e.image_id = m.source_id || '/' || i.item_id AND e.concept = m.concept""",
                [rows, cols, str(maps_path(ctx, lens))])
+    if isinstance(ctx.config.source, WorldSourceConfig):
+        db.execute("INSERT INTO world_detection BY NAME SELECT * FROM read_parquet(?)", [parquet("world_detection")])
     document = json.loads((folder / "manifest.json").read_text())
     atlas.add_manifest(document)
     return True

@@ -152,8 +152,10 @@ def _encode_shard(lens: Lens, image_set: ImageSet, rows: list[int], keep: int):
 
 
 def encode_store(ctx: StageContext, lens_digest: str, source_id: str) -> ShardStore:
+    from precompute.stages.generate import image_key
+
     return ShardStore(lens_dir(ctx, lens_digest) / source_id, digest_of(ctx.sample_digest(), lens_digest, source_id,
-                                                                 [g.model_dump(mode="json") for g in ctx.config.generators
+                                                                 [image_key(g) for g in ctx.config.generators
                                                                   if g.name == source_id]))
 
 

@@ -108,8 +108,14 @@ def _weights(generator: GeneratorConfig) -> list[str]:
     return []
 
 
+def image_key(generator: GeneratorConfig) -> dict:
+    """What a generator's images depend on: its config without ``control`` (a role in the analysis, not a
+    setting of the model), so marking a generator as a control reuses its images."""
+    return generator.model_dump(mode="json", exclude={"control"})
+
+
 def generator_store(ctx: StageContext, generator: GeneratorConfig) -> ShardStore:
-    digest = digest_of(ctx.sample_digest(), generator.model_dump(mode="json"), _weights(generator))
+    digest = digest_of(ctx.sample_digest(), image_key(generator), _weights(generator))
     return ShardStore(ctx.work / "generate" / generator.name, digest)
 
 

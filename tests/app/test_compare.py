@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.app.charts import app_client, charts, marks, series_marks
+from tests.conftest import LENS_ITEMS as ITEMS
 
 HX = {"HX-Request": "true"}
 
@@ -39,7 +40,7 @@ def test_datapoint_histograms_count_every_pair_of_both_models(client, atlas_db):
     assert list(points["counts"]) == ["same", "planted"]
     for model, counts in points["counts"].items():
         n, median = atlas_db.execute("SELECT count(*), median(l2) FROM datapoints WHERE source_id = ?", [model]).fetchone()
-        assert sum(counts) == n == 48
+        assert sum(counts) == n == ITEMS
         assert points["summary"][model]["median"] == pytest.approx(median)
         assert points["summary"][model]["q1"] <= median <= points["summary"][model]["q3"]
     low, high = atlas_db.execute("SELECT min(l2), max(l2) FROM datapoints").fetchone()

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from tests.app.charts import app_client
+from tests.conftest import LENS_ITEMS as ITEMS
 
 HX = {"HX-Request": "true"}
 
@@ -19,7 +20,7 @@ def items_on(html: str) -> list[str]:
 def test_pairs_are_ranked_by_their_score_from_either_end(client, atlas_db, end, descending):
     data = client.get("/api/datapoints", params={"model": "planted", "end": end, "limit": 200}).json()
     stored = dict(atlas_db.execute("SELECT item_id, l2 FROM datapoints WHERE source_id = 'planted'").fetchall())
-    assert data["total"] == len(stored) == len(data["rows"]) == 48
+    assert data["total"] == len(stored) == len(data["rows"]) == ITEMS
     scores = [r["l2"] for r in data["rows"]]
     assert scores == sorted(scores, reverse=descending)
     assert all(stored[r["item_id"]] == pytest.approx(r["l2"]) for r in data["rows"])
@@ -49,7 +50,7 @@ def test_pair_page_shows_both_images_the_caption_and_top_concepts(client, atlas_
     item = client.get("/api/datapoints", params={"model": "planted", "end": "divergence", "limit": 1}).json()["rows"][0]
     pair = client.get(f"/api/pairs/{item['item_id']}", params={"model": "planted"}).json()
     assert pair["caption"] == item["caption"] and pair["score"]["l2"] == pytest.approx(item["l2"])
-    assert pair["score"]["rank"] == pair["score"]["total"] == 48  # the divergence end: the highest score
+    assert pair["score"]["rank"] == pair["score"]["total"] == ITEMS  # the divergence end: the highest score
     real = dict(atlas_db.execute("SELECT concept, energy FROM energies WHERE image_id = ?",
                                  [f"real/{item['item_id']}"]).fetchall())
     generated = dict(atlas_db.execute("SELECT concept, energy FROM energies WHERE image_id = ?",
