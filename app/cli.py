@@ -294,42 +294,128 @@ def sae_import_rasae(path: Path, out: Path, threshold: float, fused: bool) -> No
     console.print(f"[green]done:[/] {converted.n_concepts} concepts of dimension {converted.input_dim} -> {out}")
 
 
+def _seed_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 0,1,2, got {value!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise click.BadParameter(f"expected at least one seed >= 0, got {value!r}")
+    return seeds
+
+
 @cli.group("eval")
 def evaluate() -> None:
     """Score an atlas against known truth."""
 
 
 @evaluate.command("world")
-@click.argument("atlas", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("atlas", type=click.Path(path_type=Path, file_okay=False), required=False)
 @click.option("--min-auroc", type=click.FloatRange(0.5, 1.0), default=0.75, show_default=True,
-              help="An SAE concept counts as detecting a world concept from this AUROC on.")
-@click.option("--min-change", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
-              help="A flagged concept is backed by the truth when its world concept's frequency changed this much.")
+              help="An SAE concept detects its world concept from this AUROC on (recall, false alarms, Spearman).")
+@click.option("--random-plants", type=click.IntRange(1), default=None,
+              help="Instead of scoring ATLAS: draw this many random planted generators per world seed (plus one "
+                   "no-effect control), build an atlas per seed and report mean and spread.")
+@click.option("--seeds", default="101,202,303", show_default=True, callback=_seed_list,
+              help="World seeds of the randomised worlds (with --random-plants).")
+@click.option("--pairs", type=click.IntRange(2), default=2000, show_default=True,
+              help="Real-generated pairs per randomised world.")
+@click.option("--effects", type=click.IntRange(1, 6), default=3, show_default=True,
+              help="Planted effects per random generator (each in another family).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Config whose output lens and analysis the randomised worlds use (default: the demo's).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the randomised worlds' atlases (default: a temporary folder, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-def eval_world(atlas: Path, min_auroc: float, min_change: float, as_json: bool) -> None:
-    """Planted-blindspot recall, false alarms and Spearman(delta, true change) of a world ATLAS.
+def eval_world(atlas: Path | None, min_auroc: float, random_plants: int | None, seeds: tuple[int, ...], pairs: int,
+               effects: int, config_path: Path | None, out: Path | None, as_json: bool) -> None:
+    """Score a world ATLAS against its ground truth, or randomised worlds with --random-plants.
 
-    Also scored against the explained truth of each SAE concept (its energy modelled from
-    the world annotations of the real images): unexplained alarms and explained Spearman.
+    Per planted generator: recall of the planted effects that really changed their world
+    concept, false alarms (flags the truth does not back), Spearman of delta against the
+    true log-odds change, one-to-one through the world concept each SAE concept detects
+    best; the null controls' flags (which must be 0); and the lens's detectability table.
+    The explained-truth numbers are a labelled diagnostic (a randomly rotated lens scores
+    well on them; see the README).
     """
     import json
 
-    from precompute.evaluation import as_dicts, evaluate_world
+    from precompute.evaluation import evaluate_world
 
-    scores = evaluate_world(atlas, min_auroc=min_auroc, min_change=min_change)
-    if as_json:
-        click.echo(json.dumps(as_dicts(scores), indent=2))
+    if random_plants is not None:
+        if atlas is not None:
+            raise click.UsageError("give an ATLAS to score or --random-plants, not both")
+        from precompute.config import load_config
+        from precompute.evaluation.randomised import evaluate_random_worlds
+
+        base = load_config(config_path or demo_config_path())
+        summary = evaluate_random_worlds(base, seeds, random_plants, pairs=pairs, effects=effects, out=out,
+                                         min_auroc=min_auroc, say=_say)
+        if as_json:
+            click.echo(json.dumps(summary, indent=2, allow_nan=False))
+        else:
+            _print_random_worlds(summary)
         return
+    if atlas is None:
+        raise click.UsageError("give the ATLAS to score (or --random-plants N)")
+    evaluation = evaluate_world(atlas, min_auroc=min_auroc)
+    if as_json:
+        click.echo(json.dumps(evaluation.to_dict(), indent=2, allow_nan=False))
+        return
+    _print_world(evaluation)
+
+
+def _fraction(part: int, whole: int, value: float | None) -> str:
+    return "-" if value is None else f"{part}/{whole} = {value:.2f}"
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _print_world(evaluation) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("generator", "recall", "false alarms", "Spearman", "unexplained alarms", "explained Spearman",
-                  "matched world concepts", "missed")
-    for s in scores:
-        table.add_row(s.source_id, f"{s.found}/{s.planted} = {s.recall:.2f}",
-                      f"{s.false_alarms}/{s.flagged} = {s.false_alarm_rate:.2f}", f"{s.spearman:.3f}",
-                      f"{s.unexplained_alarms}/{s.flagged} = {s.unexplained_alarm_rate:.2f}",
-                      f"{s.spearman_explained:.3f}", str(s.matched_concepts), ", ".join(s.missed) or "-")
+    table = Table("generator", "recall", "false alarms", "Spearman", "missed", "ineffective plants",
+                  "diagnostic: unexplained alarms", "diagnostic: explained Spearman",
+                  title=f"ground truth (T = {evaluation.temperature:.4g}, FDR {evaluation.fdr:g}, "
+                        f"min AUROC {evaluation.min_auroc:g})")
+    for s in evaluation.generators:
+        diag = s.diagnostic
+        table.add_row(escape(s.source_id + (" (control)" if s.control else "")),
+                      _fraction(s.found, s.planted, s.recall),
+                      _fraction(s.false_alarms, s.flagged, s.false_alarm_rate),
+                      _number(s.spearman), escape(", ".join(s.missed) or "-"), escape(", ".join(s.ineffective) or "-"),
+                      _fraction(diag["unexplained_alarms"], s.flagged, diag["unexplained_alarm_rate"]),
+                      _number(diag["spearman_explained"]))
     console.print(table)
+    nulls = ", ".join(f"{r['control']} {r['flagged']} (paper thresholds alone: {r['flagged_paper']})"
+                      for r in evaluation.null_controls)
+    console.print(f"null flags: {evaluation.null_flags}  [{escape(nulls)}]")
+    detect = Table("world concept", "family", "prior", "best SAE concept", "AUROC", "detected",
+                   title="detectability" + (" (on the images the lens was trained on)" if evaluation.lens_trained_here
+                                            else " (held-out images)"))
+    for d in evaluation.detectability:
+        detect.add_row(d.world_concept, d.family, f"{d.prior:.3f}", "-" if d.concept is None else str(d.concept),
+                       _number(d.auroc), "yes" if d.detected else "no")
+    console.print(detect)
+    missing = evaluation.undetected
+    console.print(f"world concepts with prior >= 2% not detected at AUROC >= 0.9: "
+                  f"{', '.join(d.world_concept for d in missing) or 'none'}")
+
+
+def _print_random_worlds(summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "mean", "std", "min", "max", "n",
+                  title=f"randomised worlds: seeds {summary['seeds']}, {summary['plants']} random planted generators "
+                        f"+ 1 control each, {summary['pairs']} pairs")
+    for name, row in summary["metrics"].items():
+        table.add_row(name, *(_number(row[k]) for k in ("mean", "std", "min", "max")), str(row["n"]))
+    console.print(table)
+    console.print(f"null flags: {summary['null_flags']} in all "
+                  f"(per world: {', '.join(str(w['null_flags']) for w in summary['worlds'])})")
 
 
 @evaluate.command("stability")
@@ -360,16 +446,6 @@ def eval_stability(config_path: Path, out: Path, seed: int, work: Path | None, m
     for source_id, r in results.items():
         console.print(f"{source_id}: Spearman {r['spearman']:.3f} over {r['matched']}/{r['concepts']} matched "
                       f"concepts (mean best cosine {r['mean_best_cosine']:.3f})")
-
-
-def _seed_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 0,1,2, got {value!r}") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise click.BadParameter(f"expected at least one seed >= 0, got {value!r}")
-    return seeds
 
 
 @evaluate.command("steer")
