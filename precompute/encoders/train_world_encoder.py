@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from precompute.encoders.probe import auroc, fit_linear_probe
-from precompute.encoders.world_encoder import WorldEncoder, WorldEncoderConfig, world_pixels
+from precompute.encoders.world_encoder import WorldEncoder, WorldEncoderConfig, factor_weights, world_pixels
 from precompute.errors import ConfigError
 from precompute.fileio import write_text_atomic
 from precompute.world.concepts import CONCEPT_INDEX, Prior, sample_scene
@@ -59,6 +59,8 @@ OBJECT_PATCH = 0.1
 BACKGROUND_PATCH = 0.5
 #: weight of each concept's BCE in the presence terms (about 1 per family of ~6-10 concepts)
 PRESENCE_SCALE = 0.1
+#: weight of the factor-token term (squared distance of each token to its concepts' summed directions)
+FACTOR_SCALE = 1.0
 # the settings that made the shipped weights (see TRAINING.md)
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_N_IMAGES, DEFAULT_LR = 1600, 64, 1000, 30_000, 2e-3
 
@@ -139,6 +141,9 @@ def multitask_loss(model: WorldEncoder, pixels: Tensor, targets: dict[str, Tenso
         "cover": F.binary_cross_entropy_with_logits(patches["cover"], object_cover),
         "extras": _bce_sum(patches["extras"], (cover[:, 1:] > 0).float().transpose(1, 2)),
     }
+    if model.config.factor_tokens:
+        target = factor_weights(model.config, presence, cover) @ model.concept_basis  # (B, 1 + P, dim)
+        terms["factor"] = (tokens - target).square().sum(dim=-1).mean() * FACTOR_SCALE
     touches_object = object_cover >= OBJECT_PATCH  # (B, P)
     is_background = object_cover < BACKGROUND_PATCH
     for column, family in enumerate(model.config.patch_families):

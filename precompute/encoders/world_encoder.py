@@ -47,6 +47,7 @@ from precompute.encoders.base import EnergyModel
 from precompute.encoders.preprocess import ImageBatch, as_pil_list
 from precompute.errors import ConfigError
 from precompute.fileio import write_text_atomic
+from precompute.linalg import random_orthogonal
 from precompute.world.concepts import CONCEPTS, EXTRAS, FAMILY_MEMBERS
 
 CONFIG_FILE = "config.json"
@@ -67,7 +68,11 @@ class WorldEncoderConfig:
     ``concepts`` are the image-level targets (every world concept, extras and
     background included); ``patch_families`` the per-patch classes (shape, colour,
     pattern at object patches; background at background patches); ``patch_extras``
-    the extras whose per-patch coverage is predicted.
+    the extras whose per-patch coverage is predicted. ``factor_tokens``: the model
+    carries a fixed orthonormal ``concept_basis`` (one unit direction per concept,
+    drawn with ``basis_seed``) and training pulls every token towards the sum of the
+    directions of the concepts it shows, weighted by how much of the patch they cover
+    (``factor_targets``); ``final_norm = False`` then leaves that sum unnormalised.
     """
 
     image_size: int = 64
@@ -81,9 +86,14 @@ class WorldEncoderConfig:
     concepts: list[str] = field(default_factory=lambda: [c.name for c in CONCEPTS])
     patch_families: dict[str, list[str]] = field(default_factory=_default_families)
     patch_extras: list[str] = field(default_factory=lambda: list(EXTRAS))
+    final_norm: bool = True
+    factor_tokens: bool = False
+    basis_seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stem_channels", tuple(self.stem_channels))
+        if self.factor_tokens and len(self.concepts) > self.dim:
+            raise ConfigError(f"factor tokens need dim >= the number of concepts ({len(self.concepts)}), got {self.dim}")
         for name in ("image_size", "patch_size", "dim", "depth", "heads", "mlp_ratio", "stem_blocks"):
             value = getattr(self, name)
             minimum = 0 if name == "stem_blocks" else 1
@@ -177,7 +187,9 @@ class WorldEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + cfg.side**2, cfg.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.dim)
+        self.norm = nn.LayerNorm(cfg.dim) if cfg.final_norm else nn.Identity()
+        if cfg.factor_tokens:
+            self.register_buffer("concept_basis", concept_basis(len(cfg.concepts), cfg.dim, cfg.basis_seed))
         n_patch_out = 1 + sum(len(v) for v in cfg.patch_families.values()) + len(cfg.patch_extras)
         self.heads = nn.ModuleDict(
             {
@@ -247,6 +259,35 @@ class WorldEncoder(nn.Module):
             )
         model.load_state_dict(state)
         return model.eval()
+
+
+OBJECT_FAMILIES = ("shape", "colour", "pattern", "count", "size", "position")  # what an object patch shows
+
+
+def factor_weights(config: WorldEncoderConfig, presence: Tensor, cover: Tensor) -> Tensor:
+    """How much each token shows each concept: (B, 1 + P, n_concepts), the coefficients of ``factor_tokens``.
+
+    ``presence`` (B, n_concepts) 0/1 over ``config.concepts``; ``cover`` (B, 1 + n_extras, P): per
+    patch the share covered by an object, then by each of ``config.patch_extras``. The CLS token
+    shows every concept of the image (weight 1). A patch shows the object's concepts (shape, colour,
+    pattern, count, size and position all describe the object) by the share the object covers, the
+    background by the rest, and each extra by the share it covers.
+    """
+    from precompute.world.concepts import CONCEPT_BY_NAME
+
+    families = [CONCEPT_BY_NAME[name].family for name in config.concepts]
+    object_cover = cover[:, 0]  # (B, P)
+    is_object = torch.tensor([f in OBJECT_FAMILIES for f in families], dtype=presence.dtype)
+    is_background = torch.tensor([f == "background" for f in families], dtype=presence.dtype)
+    patch = presence[:, None, :] * (object_cover[..., None] * is_object + (1 - object_cover[..., None]) * is_background)
+    for slot, extra in enumerate(config.patch_extras, start=1):
+        patch[..., config.concepts.index(extra)] = cover[:, slot]
+    return torch.cat([presence[:, None, :], patch], dim=1)
+
+
+def concept_basis(n_concepts: int, dim: int, seed: int) -> Tensor:
+    """``n_concepts`` orthonormal directions in ``dim`` dimensions (rows of a seeded random rotation)."""
+    return random_orthogonal(dim, seed).T[:n_concepts].contiguous()
 
 
 def read_world_config(path: Path) -> WorldEncoderConfig:
