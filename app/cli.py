@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from precompute.errors import BlindspotError
 from precompute.progress import console, progress_bar
@@ -21,18 +22,18 @@ DEMO_CONFIG = "demo.toml"
 
 
 def _say(message: str) -> None:
-    console.print(message)
+    console.print(message, markup=False)
 
 
 def _report(report) -> None:
     for note in report.notes:
-        console.print(f"[yellow]not done:[/] {note}")
+        console.print(f"[yellow]not done:[/] {escape(note)}")
     for manifest in report.manifests:
         skipped = sum(manifest["skipped"].values())
         extra = f", skipped {skipped} ({', '.join(f'{k}: {v}' for k, v in manifest['skipped'].items())})" if skipped else ""
         counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
-        console.print(f"[green]done:[/] {manifest['stage']} {manifest['target']}: {counts}{extra} "
-                      f"in {manifest['seconds']:.1f} s")
+        console.print("[green]done:[/] " + escape(f"{manifest['stage']} {manifest['target']}: {counts}{extra} "
+                                                   f"in {manifest['seconds']:.1f} s"))
 
 
 def demo_config_path() -> Path:
@@ -59,7 +60,7 @@ def _serve(atlas: Path, host: str, port: int) -> None:
     from backend.atlas import Atlas
 
     Atlas(atlas).close()  # fail now, with the reason, if the folder is not a readable atlas
-    console.print(f"serving [bold]{atlas}[/] on http://{host}:{port}  (Ctrl+C to stop)")
+    console.print(f"serving [bold]{escape(str(atlas))}[/] on http://{host}:{port}  (Ctrl+C to stop)")
     uvicorn.run(create_app(Settings(atlas=atlas, host=host, port=port)), host=host, port=port, log_level="warning")
 
 
@@ -86,7 +87,7 @@ def demo(out: Path, config_path: Path | None, rebuild: bool, serve: bool, host: 
     if rebuild or not atlas_is_current(out, config):
         _report(run_pipeline(config, out, say=_say))
     else:
-        console.print(f"reusing the atlas in [bold]{out}[/] (built from this config; --rebuild to redo)")
+        console.print(f"reusing the atlas in [bold]{escape(str(out))}[/] (built from this config; --rebuild to redo)")
     if serve:
         _serve(out, host, port)
 
@@ -157,7 +158,7 @@ def world_sample(count: int, seed: int, out: Path, size: int, noise: float, work
 
     with progress_bar(count, "render world images", "img") as advance:
         written = write_samples(out, count, seed, size=size, noise=noise, workers=workers, progress=advance)
-    console.print(f"wrote {written} images, captions.jsonl and annotations.jsonl to {out}")
+    console.print(f"wrote {written} images, captions.jsonl and annotations.jsonl to {out}", markup=False)
 
 
 @world.command("train-encoder")
@@ -186,7 +187,7 @@ def world_train_encoder(out: Path, steps: int, batch_size: int, lr: float, n_ima
 
         report = train_world_encoder(out, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
                                      n_images=n_images, lr=lr)
-    console.print(f"[green]done:[/] saved to {out}; " + ", ".join(
+    console.print(f"[green]done:[/] saved to {escape(str(out))}; " + ", ".join(
         f"{k} {v:.3f}" for k, v in report.items() if isinstance(v, float)))
 
 
@@ -218,7 +219,7 @@ def world_train_generator(out: Path, steps: int, batch_size: int, lr: float, see
     with progress_bar(steps, "train world generator", "step") as advance:
         saved = train_world_model(out, steps, batch_size=batch_size, lr=lr, seed=seed, progress=advance,
                                   work_dir=work, n_images=n_images, deadline=deadline)
-    console.print(f"[green]done:[/] saved the pipeline to {saved}")
+    console.print(f"[green]done:[/] saved the pipeline to {escape(str(saved))}")
 
 
 @cli.group()
@@ -273,25 +274,32 @@ def sae_train(tokens: Path, out: Path, variant: str, n_concepts: int, k: int, gr
     final = report.final or last
     console.print(f"[green]done:[/] {report.steps} steps, {report.tokens_seen:,} tokens; explained variance "
                   f"{final.get('explained_variance', float('nan')):.3f}, L0 {final.get('l0', float('nan')):.1f}; "
-                  f"saved to {out}")
+                  f"saved to {escape(str(out))}")
 
 
 @sae.command("import-rasae")
 @click.argument("path", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="SAE folder to write.")
-@click.option("--threshold", type=float, default=0.829, show_default=True,
-              help="Inference threshold of the paper's RA-SAE-DINOv2-32k.")
-@click.option("--fused", is_flag=True, help="Write a plain BatchTopK SAE with the fused dictionary (smaller).")
-def sae_import_rasae(path: Path, out: Path, threshold: float, fused: bool) -> None:
-    """Convert the paper's RA-SAE checkpoint (a pickle) once into config.json + safetensors.
+@click.option("--threshold", type=float, default=None,
+              help="BatchTopK inference threshold (default: the checkpoint's own running_threshold; "
+                   "the paper's RA-SAE-DINOv2-32k states 0.829). Not for TopK checkpoints.")
+@click.option("--top-k", "top_k", type=click.IntRange(min=1), default=None,
+              help="Per-token k (default: a TopK checkpoint's own top_k; for BatchTopK, whose top_k counts codes "
+                   "per batch, and for state dicts: 5).")
+@click.option("--fused", is_flag=True, help="Write a plain BatchTopK/TopK SAE with the fused dictionary (smaller).")
+def sae_import_rasae(path: Path, out: Path, threshold: float | None, top_k: int | None, fused: bool) -> None:
+    """Convert an overcomplete SAE checkpoint (the paper's pickled RA-SAE) once into config.json + safetensors.
 
-    Unpickling needs the optional `overcomplete` library (pip install -e ".[rasae]");
-    only run it on a checkpoint you trust. The converted SAE never needs it again.
+    Reads `torch.save` pickles of whole overcomplete objects (in nn.DataParallel or not)
+    with torch's weights-only unpickler: no overcomplete install is needed and no code
+    from the file runs. State dicts convert too.
     """
     from precompute.sae import import_rasae
+    from precompute.sae.convert_rasae import sparsity_rule
 
-    converted = import_rasae(path, out, threshold=threshold, fused=fused)
-    console.print(f"[green]done:[/] {converted.n_concepts} concepts of dimension {converted.input_dim} -> {out}")
+    converted = import_rasae(path, out, threshold=threshold, top_k=top_k, fused=fused)
+    console.print("[green]done:[/] " + escape(f"{converted.variant}: {converted.n_concepts} concepts of dimension "
+                                             f"{converted.input_dim}, {sparsity_rule(converted)} -> {out}"))
 
 
 def _seed_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -500,7 +508,7 @@ def eval_steer(atlas: Path, generator: str, concepts: int, features: int, streng
     for row in report["concepts"]:
         for arm in ("attributed", "control"):
             first = arm == "attributed"
-            table.add_row(f"{row['concept']} {row['label']}" if first else "", f"{row['delta']:.3f}" if first else "",
+            table.add_row(escape(f"{row['concept']} {row['label']}") if first else "", f"{row['delta']:.3f}" if first else "",
                           arm, ", ".join(map(str, row[arm]["features"])), *cells(row[arm]))
     for arm in ("attributed", "control"):
         table.add_row("all" if arm == "attributed" else "", "", arm, "", *cells(report["overall"][arm]))
@@ -517,7 +525,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except BlindspotError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(2)
 
 

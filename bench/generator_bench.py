@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         model = args.model
         if model is None:
-            from tests.precompute.generators.conftest import save_tiny_sd
+            from tests.precompute.generators.tiny_pipelines import save_tiny_sd
 
             model = save_tiny_sd(Path(temp) / "tiny-sd")
         settings = {"name": "bench", "kind": "diffusers", "model": str(model), "steps": args.steps, "guidance": 7.5,

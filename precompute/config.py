@@ -46,7 +46,8 @@ class RunSettings(_Table):
     name: str = "run"
     seed: int = 0
     n_items: int = Field(10_000, gt=0, description="image-caption pairs sampled (paper: 10,000)")
-    max_image_side: int = Field(512, ge=16, description="real images larger than this are downscaled when stored")
+    max_image_side: int = Field(512, ge=16, description="longest side of the atlas's copy of a real image; the "
+                                "energy model reads the original pixels, kept beside a downscaled copy")
 
 
 class WorldSourceConfig(_Table):
@@ -218,6 +219,9 @@ class EncodeConfig(_Table):
     sae_seed: int = Field(0, ge=0, description="seed of the SAE's initialisation and shuffling")
     patch_tokens_only: bool = Field(False, description="energy = sum over patch tokens only (default: all tokens)")
     exemplars: int = Field(8, ge=1, le=64, description="top images kept per concept and side")
+    jpeg_roundtrip: bool = Field(False, description="encode real and generated images after a JPEG round trip, as "
+                                 "the paper's code reads them from .jpg files")
+    jpeg_quality: int = Field(75, ge=1, le=95, description="JPEG quality of the round trip (PIL's default)")
 
 
 class AnalysisConfig(_Table):

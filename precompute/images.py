@@ -156,6 +156,26 @@ def fit_within(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+#: PIL's JPEG quality when none is given (``Image.save(path.jpg)``), what a script that saves ``.jpg`` files gets.
+PIL_JPEG_QUALITY = 75
+
+
+def jpeg_roundtrip(image: Image.Image, quality: int = PIL_JPEG_QUALITY) -> Image.Image:
+    """``image`` encoded as a JPEG of ``quality`` and decoded again (PIL's defaults otherwise: 4:2:0 chroma).
+
+    The blindspots paper's code reads its real and generated images back from
+    ``original.jpg`` and ``ai.jpg`` files before encoding them; this reproduces that
+    step in memory.
+    """
+    if not 1 <= quality <= 95:
+        raise ValueError(f"JPEG quality must be in [1, 95], got {quality}")
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
 def _read_encoded(data: bytes | str | Path) -> bytes:
     """Return the encoded bytes, mapping file problems to ``BadItem``."""
     if isinstance(data, (bytes, bytearray, memoryview)):

@@ -28,15 +28,24 @@ import torch
 from precompute.errors import ConfigError
 
 CAPTURE_HOOK = "activation_capture"
-DEFAULT_POINTS = {"unet": "unet.mid_block", "transformer": "transformer.transformer_blocks.18"}
+UNET_POINT = "unet.mid_block"
+TRANSFORMER_BLOCK = 18  # RAIGen's FLUX hook: transformer_blocks.18, the last of FLUX.1's 19 double-stream blocks
 
 
 def default_point(pipeline: Any) -> str:
-    """The architecture's bottleneck hook point: ``unet.mid_block`` for U-Nets, FLUX's block 18 otherwise."""
-    for component, point in DEFAULT_POINTS.items():
-        if getattr(pipeline, component, None) is not None:
-            return point
-    raise ConfigError(f"{type(pipeline).__name__} has neither a unet nor a transformer; name capture points explicitly")
+    """The architecture's hook point for ``capture = ["auto"]``.
+
+    U-Nets: ``unet.mid_block``, the bottleneck. Transformers (FLUX, PixArt):
+    ``transformer.transformer_blocks.18`` (FLUX's image stream, RAIGen), or the last
+    block of a model with fewer than 19 (a smaller FLUX's last double-stream block).
+    """
+    if getattr(pipeline, "unet", None) is not None:
+        return UNET_POINT
+    blocks = getattr(getattr(pipeline, "transformer", None), "transformer_blocks", None)
+    if blocks is not None and len(blocks) > 0:
+        return f"transformer.transformer_blocks.{min(TRANSFORMER_BLOCK, len(blocks) - 1)}"
+    raise ConfigError(f"{type(pipeline).__name__} has neither a unet nor transformer blocks; name capture points "
+                      "explicitly")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,17 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # diffusers 0.42 renamed from_pretrained's ``torch_dtype`` to ``dtype`` (the old name warns).
 DTYPE_KEY = "dtype" if tuple(int(p) for p in version("diffusers").split(".")[:2]) >= (0, 42) else "torch_dtype"
 WORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "world" / "weights" / "world-model"
+#: The pipeline classes (``model_index.json``'s ``_class_name``) that load, generate, capture and steer here,
+#: each tested with a tiny random-weight model of its real components (tests/precompute/generators/test_families.py).
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "Stable Diffusion 1.x and 2.x: SD 1.5, SD 1.5 with a swapped (DPO) UNet, SD 2.1",
+    "PixArtAlphaPipeline": "PixArt-alpha",
+    "KandinskyPipeline": "Kandinsky 2.1, its decoder with prior = its KandinskyPriorPipeline",
+    "StableDiffusionXLPipeline": "SDXL",
+    "FluxPipeline": "FLUX.1",
+}
+#: Decoders generated through a separate prior: (the prior's pipeline class, the combined pipeline class).
+PRIORS = {"KandinskyPipeline": ("KandinskyPriorPipeline", "KandinskyCombinedPipeline")}
 
 
 @dataclass
@@ -107,12 +118,31 @@ def unet_subfolder(reference: str) -> str | None:
         return None
 
 
+def supported_families() -> str:
+    """The supported pipeline classes and the models they stand for, for messages."""
+    return "; ".join(f"{name} ({family})" for name, family in PIPELINE_FAMILIES.items())
+
+
 def preflight_diffusers(config: DiffusersGeneratorConfig) -> dict[str, Any]:
-    """Check that the model (and UNet, and options) can be loaded; return the pipeline's model index."""
-    index = pipeline_index(config.model, f"generator {config.name!r}: model")
+    """Check that the model (and UNet, prior and options) can be loaded; return the pipeline's model index."""
+    what = f"generator {config.name!r}"
+    index = pipeline_index(config.model, f"{what}: model")
+    pipeline_class = index.get("_class_name")
+    if pipeline_class not in PIPELINE_FAMILIES:
+        raise ConfigError(f"{what}: model {config.model!r} is a {pipeline_class}, which is not supported; supported "
+                          f"pipelines: {supported_families()}")
+    expected_prior = PRIORS.get(pipeline_class, (None, None))[0]
     if config.prior is not None:
-        raise ConfigError(f"generator {config.name!r}: a separate prior is not supported yet; leave prior unset "
-                          "to use the model's own (Kandinsky 2.1 loads its prior with the pipeline)")
+        if expected_prior is None:
+            raise ConfigError(f"{what}: prior is set, but a {pipeline_class} takes no separate prior (Kandinsky "
+                              "2.1's decoder, a KandinskyPipeline, does)")
+        prior_class = pipeline_index(config.prior, f"{what}: prior").get("_class_name")
+        if prior_class != expected_prior:
+            raise ConfigError(f"{what}: prior {config.prior!r} is a {prior_class}; expected a {expected_prior}")
+    elif expected_prior is not None and _is_local(config.model):
+        raise ConfigError(f"{what}: {config.model!r} is a {pipeline_class}, a decoder that needs its prior; set prior "
+                          f"to the {expected_prior} (Kandinsky 2.1: kandinsky-community/kandinsky-2-1-prior, or its "
+                          "local folder)")
     if config.unet is not None:
         unet_subfolder(config.unet)
         if "unet" not in index:
@@ -169,16 +199,34 @@ def load_diffusers(config: DiffusersGeneratorConfig, device: str) -> LoadedPipel
     if config.unet is not None:
         kwargs["unet"] = UNet2DConditionModel.from_pretrained(
             config.unet, subfolder=unet_subfolder(config.unet), **{DTYPE_KEY: dtype})
-    try:
-        pipeline = AutoPipelineForText2Image.from_pretrained(config.model, **kwargs)
-    except (ValueError, KeyError, AttributeError) as exc:  # a pipeline class the auto mapping does not know
-        log.info("AutoPipelineForText2Image cannot load %s (%s); using DiffusionPipeline", config.model, exc)
-        pipeline = DiffusionPipeline.from_pretrained(config.model, **kwargs)
+    if config.prior is not None:
+        pipeline = _with_prior(config, index["_class_name"], kwargs, dtype)
+    else:
+        try:
+            pipeline = AutoPipelineForText2Image.from_pretrained(config.model, **kwargs)
+        except (ValueError, KeyError, AttributeError) as exc:  # a pipeline class the auto mapping does not know
+            log.info("AutoPipelineForText2Image cannot load %s (%s); using DiffusionPipeline", config.model, exc)
+            pipeline = DiffusionPipeline.from_pretrained(config.model, **kwargs)
     attention = "sdpa" if config.attention in ("default", "sdpa") else "xformers"
     if attention == "xformers":
         pipeline.enable_xformers_memory_efficient_attention()
     _place(pipeline, device, config.cpu_offload, notes)
     return LoadedPipeline(pipeline, device, dtype_name, attention, bool(config.safety_checker and has_checker), notes)
+
+
+def _with_prior(config: DiffusersGeneratorConfig, decoder_class: str, kwargs: dict[str, Any], dtype: torch.dtype):
+    """The decoder at ``config.model`` and the prior at ``config.prior`` as one text-to-image pipeline.
+
+    Kandinsky 2.1 is published as two pipelines (the hub's model card links them, which
+    ``AutoPipelineForText2Image`` follows for hub ids); diffusers' combined pipeline
+    runs the prior's text -> image-embedding step, then the decoder, in one call.
+    """
+    import diffusers
+
+    decoder = diffusers.DiffusionPipeline.from_pretrained(config.model, **kwargs)
+    prior = diffusers.DiffusionPipeline.from_pretrained(config.prior, **{DTYPE_KEY: dtype})
+    combined = getattr(diffusers, PRIORS[decoder_class][1])
+    return combined(**decoder.components, **{f"prior_{name}": part for name, part in prior.components.items()})
 
 
 def load_world_model(config: WorldModelGeneratorConfig, device: str) -> LoadedPipeline:

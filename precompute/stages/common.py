@@ -18,6 +18,8 @@ from precompute.progress import Advance
 ProgressFactory = Callable[[int | None, str, str], AbstractContextManager[Advance]]
 
 SHARD_SIZE = 500
+# The sample stage's layout, part of its key: 2 keeps the original pixels of real images downscaled for the atlas.
+SAMPLE_LAYOUT = 2
 
 
 def digest_of(*parts: Any) -> str:
@@ -100,4 +102,5 @@ class StageContext:
 
     def sample_digest(self) -> str:
         """The key of the sample stage's outputs: the source and the sampling settings."""
-        return digest_of(self.config.source.model_dump(mode="json"), self.config.run.model_dump(mode="json"))
+        return digest_of(self.config.source.model_dump(mode="json"), self.config.run.model_dump(mode="json"),
+                         SAMPLE_LAYOUT)

@@ -32,7 +32,7 @@ from precompute.stages.common import StageContext, digest_of, file_digest
 from precompute.stages.images import ImageSet, image_sets
 from precompute.stages.shards import ShardStore
 from precompute.stages.common import resolve_device
-from precompute.stages.train import load_images, sae_path
+from precompute.stages.train import jpeg_quality, load_images, sae_path
 
 ENERGIES = pa.schema([("position", pa.int64()), ("concept", pa.int32()), ("energy", pa.float32())])
 CANDIDATES = pa.schema([("concept", pa.int32()), ("position", pa.int64()), ("score", pa.float32())])
@@ -54,8 +54,9 @@ def lens_digest(ctx: StageContext) -> str:
     if not (path / "model.safetensors").is_file():
         raise ConfigError(f"no output-lens SAE at {path}: give encode.sae or run the train stage first")
     encode = ctx.config.encode
+    jpeg = () if jpeg_quality(encode) is None else (("jpeg", encode.jpeg_quality),)
     return digest_of(encode.energy_model, file_digest(path / "model.safetensors"),
-                     (path / "config.json").read_text(), encode.patch_tokens_only, ctx.energy_identity())
+                     (path / "config.json").read_text(), encode.patch_tokens_only, ctx.energy_identity(), *jpeg)
 
 
 def lens_dir(ctx: StageContext, digest: str) -> Path:
@@ -81,6 +82,7 @@ class Lens:
         self.patch_mask = self.model.patch_mask
         self.patch_only = encode.patch_tokens_only
         self.batch_size = encode.batch_size
+        self.jpeg_quality = jpeg_quality(encode)
         self.digest = lens_digest(ctx)
 
     @classmethod
@@ -92,7 +94,7 @@ class Lens:
         lens = cls.__new__(cls)
         lens.model, lens.sae = model, sae.eval()
         lens.patch_mask, lens.patch_only = model.patch_mask, patch_tokens_only
-        lens.batch_size, lens.digest = batch_size, ""
+        lens.batch_size, lens.digest, lens.jpeg_quality = batch_size, "", None
         return lens
 
     @property
@@ -114,7 +116,7 @@ class Lens:
         """Yield (first image index, codes (b, tokens, K) float32 on CPU) over ``paths`` in small chunks."""
         per_image = max(1, CODE_CHUNK // (self.model.n_tokens * self.n_concepts))
         for start in range(0, len(paths), self.batch_size):
-            tokens = self.model.encode(load_images(paths[start:start + self.batch_size])).tokens
+            tokens = self.model.encode(load_images(paths[start:start + self.batch_size], self.jpeg_quality)).tokens
             for offset in range(0, tokens.shape[0], per_image):
                 chunk = tokens[offset:offset + per_image]
                 yield start + offset, self.sae.encode_codes(chunk.to(self.sae.W_enc.dtype)).float().cpu()

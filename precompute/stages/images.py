@@ -12,7 +12,11 @@ from precompute.stages.sample import ITEMS, sample_store
 
 @dataclass(frozen=True)
 class ImageSet:
-    """One source's images: ``paths[i]`` is the image of the item at sample position ``positions[i]``."""
+    """One source's images: ``paths[i]`` is the image of the item at sample position ``positions[i]``.
+
+    For the real set these are the original pixels (a real image downscaled for the
+    atlas is read from its kept original), what the energy model encodes.
+    """
 
     source_id: str
     folder: Path
@@ -29,7 +33,7 @@ def image_sets(ctx: StageContext) -> list[ImageSet]:
     for shard in sample.indices():
         for row in sample.read_shard(shard, "items", ITEMS).to_pylist():
             real_positions.append(row["position"])
-            real_paths.append(sample.folder / row["path"])
+            real_paths.append(sample.folder / (row["original"] or row["path"]))  # the energy model's pixels
             real_shards.append(shard)
             position_of[row["item_id"]] = (row["position"], shard)
     sets = [ImageSet("real", sample.folder, real_positions, real_paths, real_shards)]

@@ -1,5 +1,11 @@
 """Stage 1, sample: a data source's items become the run's real images and captions.
 
+Each real image is stored as the atlas shows it (longer side at most
+``run.max_image_side``); one that had to be downscaled for that is also kept whole
+(``originals/``), because the energy model must see the original pixels with its own
+resize as the only one, as the paper's code does (its DINOv2 transform resizes the
+original image).
+
 Items are taken in the source's order until ``run.n_items`` usable ones are collected
 or the source runs out. Bad items (undecodable, empty caption, duplicate id, ...) are
 skipped, counted by reason and listed, and the run goes on.
@@ -20,6 +26,7 @@ from precompute.stages.shards import ShardStore
 ITEMS = pa.schema([
     ("position", pa.int64()), ("item_id", pa.string()), ("caption", pa.string()),
     ("path", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("original", pa.string()),  # the full-size pixels when ``path`` is a downscaled copy, else null
 ])
 ANNOTATIONS = pa.schema([("item_id", pa.string()), ("concept", pa.string())])
 SKIPPED = pa.schema([("item_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
@@ -73,9 +80,14 @@ def run_sample(ctx: StageContext) -> dict:
                     image = fit_within(entry.image, config.run.max_image_side)
                     relative = f"images/{position:07d}.png"
                     save_png(image, store.folder / relative)
+                    original = None
+                    if image is not entry.image:  # downscaled for the atlas: the energy model reads the original
+                        original = f"originals/{position:07d}.png"
+                        save_png(entry.image, store.folder / original)
                     seen_ids.add(entry.item_id)
                     rows.append({"position": position, "item_id": entry.item_id, "caption": entry.caption.strip(),
-                                 "path": relative, "width": image.width, "height": image.height})
+                                 "path": relative, "width": image.width, "height": image.height,
+                                 "original": original})
                     annotations.extend({"item_id": entry.item_id, "concept": c} for c in entry.annotations)
                     advance(1)
             if len(rows) == ctx.shard_size or done + len(rows) == wanted or (exhausted and (rows or skips)):

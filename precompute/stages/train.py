@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from precompute.config import EncodeConfig
+from precompute.images import jpeg_roundtrip
 from precompute.manifest import Manifest
 from precompute.stages.common import StageContext, digest_of, resolve_device
 from precompute.stages.images import image_sets
@@ -24,12 +25,23 @@ from precompute.stages.images import image_sets
 TOKEN_SHARD = 200_000
 
 
-def load_images(paths: list[Path]) -> list[Image.Image]:
+def load_images(paths: list[Path], jpeg_quality: int | None = None) -> list[Image.Image]:
+    """The stored images at ``paths`` as RGB, each after a JPEG round trip of ``jpeg_quality`` when one is given.
+
+    The round trip is ``encode.jpeg_roundtrip``: the paper's code encodes its real and
+    generated images from ``.jpg`` files.
+    """
     images = []
     for path in paths:
         with Image.open(path) as image:
-            images.append(image.convert("RGB"))
+            rgb = image.convert("RGB")
+        images.append(rgb if jpeg_quality is None else jpeg_roundtrip(rgb, jpeg_quality))
     return images
+
+
+def jpeg_quality(encode: EncodeConfig) -> int | None:
+    """The JPEG quality images are round-tripped at before the energy model, or None (``encode.jpeg_roundtrip``)."""
+    return encode.jpeg_quality if encode.jpeg_roundtrip else None
 
 
 def trained_sae_dir(ctx: StageContext) -> Path:
@@ -66,9 +78,10 @@ def run_train(ctx: StageContext) -> dict | None:
         manifest.notes.append("reused the SAE trained by an earlier run")
     else:
         # Shared by every SAE trained on the same tokens (SAEs of other seeds, sizes or variants).
+        jpeg = () if jpeg_quality(encode) is None else (("jpeg", encode.jpeg_quality),)
         token_dir = out.parent / ("tokens-" + digest_of(ctx.sample_digest(), encode.energy_model, encode.dtype,
                                                           encode.train_tokens, ctx.config.run.seed,
-                                                          ctx.energy_identity()))
+                                                          ctx.energy_identity(), *jpeg))
         if not (token_dir / "done.json").is_file():
             _write_tokens(ctx, token_dir)
         log_every = 10
@@ -100,7 +113,7 @@ def _write_tokens(ctx: StageContext, token_dir: Path) -> None:
     count, shard = 0, 0
     with ctx.progress(len(real.paths), "tokens for SAE training", "img") as advance:
         for start in range(0, len(real.paths), encode.batch_size):
-            tokens = model.encode(load_images(real.paths[start:start + encode.batch_size])).tokens
+            tokens = model.encode(load_images(real.paths[start:start + encode.batch_size], jpeg_quality(encode))).tokens
             flat = tokens.reshape(-1, tokens.shape[-1]).float().cpu()
             if keep < 1.0:
                 flat = flat[torch.from_numpy(rng.random(flat.shape[0]) < keep)]

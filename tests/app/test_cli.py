@@ -91,3 +91,28 @@ def test_sae_train_writes_a_loadable_sae_and_reports_quality(tmp_path):
 def test_eval_world_needs_the_analysis(world_atlas):
     result = run_cli("eval", "world", str(world_atlas))
     assert result.returncode == 2 and "no blindspot analysis" in result.stderr
+
+
+def test_a_checkpoint_that_is_no_overcomplete_sae_is_one_message_and_exit_2(tmp_path):
+    import torch
+
+    torch.save(torch.nn.DataParallel(torch.nn.Linear(2, 2)), tmp_path / "other.pt")
+    result = run_cli("sae", "import-rasae", str(tmp_path / "other.pt"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "found DataParallel of torch.nn.modules.linear.Linear; expected an overcomplete" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_install_hints_print_literally(monkeypatch, capsys):
+    from app import cli as cli_module
+    from precompute.errors import DataError
+    from precompute.sources.hf import INSTALL_HINT
+
+    def needs_datasets(**kwargs):
+        raise DataError(f"the Hugging Face source needs the datasets package: {INSTALL_HINT}")
+
+    monkeypatch.setattr(cli_module.cli, "main", needs_datasets)
+    with pytest.raises(SystemExit) as stopped:
+        cli_module.main()
+    assert stopped.value.code == 2
+    assert "pip install 'blindspot-atlas[datasets]'" in capsys.readouterr().err

@@ -112,7 +112,12 @@ def test_bad_points_and_steps_are_config_errors():
     with pytest.raises(ConfigError, match=r"\(B, C, H, W\)"):
         to_positions(torch.zeros(3), None)
     assert default_point(pipeline()) == "unet.mid_block"
-    assert default_point(SimpleNamespace(transformer=nn.Identity())) == "transformer.transformer_blocks.18"
+    flux = SimpleNamespace(transformer=SimpleNamespace(transformer_blocks=nn.ModuleList([nn.Identity()] * 19)))
+    assert default_point(flux) == "transformer.transformer_blocks.18"  # FLUX.1: the last of 19 double-stream blocks
+    small = SimpleNamespace(transformer=SimpleNamespace(transformer_blocks=nn.ModuleList([nn.Identity()] * 2)))
+    assert default_point(small) == "transformer.transformer_blocks.1"  # fewer blocks: the last one
+    with pytest.raises(ConfigError, match="name capture points"):
+        default_point(SimpleNamespace(transformer=nn.Identity()))
 
 
 def test_budget_keeps_a_seeded_sorted_subset_and_pooling_uses_every_position():

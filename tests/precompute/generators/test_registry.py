@@ -92,7 +92,7 @@ def test_unknown_models_fail_in_preflight_with_the_reason(tmp_path, tiny_sd):
         preflight_diffusers(sd_config(tmp_path / "empty"))
     with pytest.raises(ConfigError, match="unet"):
         preflight_diffusers(sd_config(tiny_sd, unet=str(tmp_path / "empty")))
-    with pytest.raises(ConfigError, match="prior is not supported"):
+    with pytest.raises(ConfigError, match="a StableDiffusionPipeline takes no separate prior"):
         preflight_diffusers(sd_config(tiny_sd, prior=str(tiny_sd)))
     with pytest.raises(ConfigError, match="xformers"):
         preflight_diffusers(sd_config(tiny_sd, attention="xformers"))
