@@ -124,6 +124,8 @@ class _GeneratorBase(_Table):
     seed: int = 0
     control: bool = Field(False, description="a null control: the generator is known to draw what the data does, "
                                              "so every flag it gets is a false alarm (counted as a null flag)")
+    n_items: int | None = Field(None, gt=0, description="draw only the first N sampled items (default: all): "
+                                                        "its statistics pair those N real images with its own")
 
 
 class PlantedGeneratorConfig(_GeneratorBase):

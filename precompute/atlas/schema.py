@@ -134,6 +134,7 @@ TABLES: dict[str, str] = {
         source_id TEXT PRIMARY KEY, skewness DOUBLE, n_suppressed INTEGER, n_exaggerated INTEGER, n_significant INTEGER,
         n_suppressed_paper INTEGER, n_exaggerated_paper INTEGER,
         n_live INTEGER,                -- concepts that fire on some real or generated image (the ones tested)
+        n_pairs INTEGER,               -- real-generated pairs the statistics compare (items the generator drew)
         control BOOLEAN                -- the generator is configured as a null control
     )""",
     # The null controls: the real images split in two random halves (control 'real-halves'), and every generator

@@ -77,11 +77,16 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
     items = sample_store(ctx).read("items", ITEMS)
     n_items, n_concepts = items.num_rows, lens.n_concepts
     sets = [s.source_id for s in image_sets(ctx)]
+    if not sets or sets[0] != "real":
+        raise BlindspotError("nothing to analyze: the sample stage has no real images")
     generators = [s for s in sets if s != "real"]
     if not generators:
         raise BlindspotError("nothing to analyze: no generator has finished the generate stage")
     matrices = {s: energy_matrix(ctx, lens.digest, s, n_items, n_concepts) for s in sets}
     real = matrices["real"]
+    # a generator is paired with the real images of the items it drew (all of them, unless it skipped some
+    # or was asked for its first n_items only): a missing image is not an image without concepts
+    drawn = {s.source_id: np.asarray(sorted(s.positions), dtype=np.int64) for s in image_sets(ctx)}
     first_half, second_half = real_halves(real, config.run.seed)
     temperature = (auto_temperature(real) if analysis.temperature == "auto"
                    else float(analysis.temperature))
@@ -95,7 +100,10 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
     stats_tables, histogram_rows, summary_rows, datapoint_tables, null_rows = [], [], [], [], []
     deltas = {}
     for name in generators:
-        stats = statistics(real, matrices[name], resamples=analysis.bootstrap, seed=config.run.seed)
+        pairs = drawn[name]
+        paired_real = sp.csr_array(real[pairs])
+        stats = statistics(paired_real, sp.csr_array(matrices[name][pairs]), resamples=analysis.bootstrap,
+                           seed=config.run.seed)
         deltas[name] = stats.delta
         stats_tables.append(pa.table({
             "source_id": [name] * n_concepts, "concept": np.arange(n_concepts, dtype=np.int32),
@@ -117,11 +125,12 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
                              "n_significant": int(stats.significant.sum()),
                              "n_suppressed_paper": int(stats.suppressed_paper.sum()),
                              "n_exaggerated_paper": int(stats.exaggerated_paper.sum()),
-                             "n_live": int(stats.live.sum()), "control": name in controls})
+                             "n_live": int(stats.live.sum()), "control": name in controls,
+                             "n_pairs": int(pairs.size)})
         if name in controls:
-            null_rows.append(_null_row(name, "generator", n_items, stats))
-        scores = datapoint_scores(real, matrices[name], temperature)
-        datapoint_tables.append(pa.table({"source_id": [name] * n_items, "position": np.arange(n_items),
+            null_rows.append(_null_row(name, "generator", pairs.size, stats))
+        scores = datapoint_scores(paired_real, sp.csr_array(matrices[name][pairs]), temperature)
+        datapoint_tables.append(pa.table({"source_id": [name] * pairs.size, "position": pairs,
                                           "l2": scores["l2"], "mean_sigmoid": scores["mean_sigmoid"]}))
         manifest.counts[f"{name}.suppressed"] = int(stats.suppressed.sum())
         manifest.counts[f"{name}.exaggerated"] = int(stats.exaggerated.sum())

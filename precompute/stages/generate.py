@@ -185,6 +185,8 @@ def run_generator(ctx: StageContext, generator: GeneratorConfig, slot: ProcessSl
     manifest = Manifest("generate", generator.name, generator.model_dump(mode="json"))
     mine = [shard for shard in sample.indices() if slot.owns(shard)]
     total = sum(sample.finished(shard)["n_items"] for shard in mine)
+    if generator.n_items is not None:  # the first n_items positions only (shards hold consecutive positions)
+        total = min(total, generator.n_items)
     batch_size = getattr(generator, "batch_size", 64)
     make: GeneratorFn | None = None  # loaded at the first unfinished shard: a finished run loads nothing
     with ctx.progress(total, f"generate {generator.name}", "img") as advance:
@@ -195,7 +197,8 @@ def run_generator(ctx: StageContext, generator: GeneratorConfig, slot: ProcessSl
                 continue
             make = make or GENERATOR_KINDS[generator.kind](generator, ctx)
             started = time.perf_counter()
-            items = sample.read_shard(shard, "items", ITEMS).to_pylist()
+            items = [r for r in sample.read_shard(shard, "items", ITEMS).to_pylist()
+                     if generator.n_items is None or r["position"] < generator.n_items]
             images, annotations, skips = [], [], []
             for batch in _batches(items, batch_size):
                 results = make([r["caption"] for r in batch], [r["item_id"] for r in batch])
