@@ -4,8 +4,11 @@
 (synthetic codes with a Zipf-like concept popularity). Measures, for the real set and
 one generator: per-image energies from token codes, the co-occurrence Z^T Z, delta with
 a 1,000-resample paired bootstrap, datapoint scores, the co-occurrence spectra
-(top-100 eigenvectors, alignment), and the concept card's tables (top Z^T Z partners,
-energy histograms). Reports wall time and peak memory (RSS).
+(top-100 eigenvectors, alignment), the concept card's tables (top Z^T Z partners,
+energy histograms), and the flags' test for ``--generators`` generators (the measured one
+and copies with a random half of its concepts scaled, so some change and some do not)
+plus the real-half null control: paired sign-flip p-values, Benjamini-Hochberg q-values,
+gated flags. Reports wall time and peak memory (RSS).
 
     python bench/analysis_bench.py [--items 10000] [--concepts 32000] [--k 5] [--tokens 261]
 """
@@ -19,6 +22,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from precompute.analysis.calibration import real_halves
 from precompute.analysis.cooccurrence import (Cooccurrence, eigenvector_alignment, epsilon_grid, l0_curve, top_eigen,
                                                top_partners)
 from precompute.analysis.datapoints import datapoint_scores
@@ -59,6 +63,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=261)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--generators", type=int, default=5, help="generators whose flags are tested")
     args = parser.parse_args()
 
     made = time.perf_counter()
@@ -76,6 +81,23 @@ def main() -> None:
     stats = concept_stats(real, generated, resamples=args.bootstrap)
     delta_histogram(stats.delta)
     timings[f"delta + {args.bootstrap}-resample bootstrap"] = time.perf_counter() - t
+
+    scaled = []
+    for seed in range(1, args.generators):  # further generators: a random half of the concepts scaled by 0.5-1.5
+        factors = np.ones(args.concepts)
+        half = np.random.default_rng(seed).random(args.concepts) < 0.5
+        factors[half] = np.random.default_rng(seed + 100).uniform(0.5, 1.5, half.sum())
+        scaled.append(sp.csr_array(generated @ sp.diags_array(factors)))
+    t = time.perf_counter()
+    flagged = []
+    for other in [generated, *scaled]:
+        tested = concept_stats(real, other, resamples=0, uncertainty="none")
+        flagged.append(int((tested.suppressed | tested.exaggerated).sum()))
+    first, second = real_halves(real, seed=0)
+    null = concept_stats(first, second, resamples=0, uncertainty="none")
+    timings[f"flags' test: {args.generators} generators + the null control"] = time.perf_counter() - t
+    print(f"flags per generator {flagged}; null control flags {int((null.suppressed | null.exaggerated).sum())} "
+          f"(the paper's thresholds alone: {int((null.suppressed_paper | null.exaggerated_paper).sum())})")
 
     t = time.perf_counter()
     datapoint_scores(real, generated)
