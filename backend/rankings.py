@@ -180,9 +180,12 @@ def spreadsheet_text(value: Any) -> Any:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    """The rows as CSV, text cells neutralised against formulas (the Parquet and JSON exports keep them as they are)."""
+    """The rows as CSV, text cells neutralised against formulas (the Parquet and JSON exports keep them as they are).
+
+    Lines end in CRLF (RFC 4180): the csv module quotes a cell only for the characters of its line terminator, so
+    with a bare LF a carriage return inside a cell would go out unquoted and split the row."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=EXPORT_SCHEMA.names, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_SCHEMA.names, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     writer.writerows({name: spreadsheet_text(value) for name, value in row.items()} for row in rows)
     return buffer.getvalue()
