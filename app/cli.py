@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from precompute.errors import BlindspotError
 from precompute.progress import console, progress_bar
@@ -461,7 +462,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except BlindspotError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")  # a path or a message may hold [brackets]
         sys.exit(2)
 
 

@@ -168,14 +168,16 @@ def test_labels_survive_a_rebuild_of_the_same_lens_but_not_a_new_lens(lens_atlas
 
 def test_a_label_of_120_wide_characters_is_accepted_in_both_encodings(lens_atlas, tmp_path, live):
     label = "\U0001F600" * 120  # 4 UTF-8 bytes, 12 when percent-encoded or as a JSON surrogate pair
-    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json")), base_url="http://127.0.0.1") as client:
+    settings = Settings(atlas=lens_atlas, labels=tmp_path / "labels.json")
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         assert client.post(f"/api/concepts/{live}/label", data={"label": label}).json()["label"] == label
         assert client.post(f"/api/concepts/{live}/label", json={"label": label[:60]}).json()["label"] == label[:60]
 
 
 def test_labels_are_escaped_in_html(lens_atlas, tmp_path, live):
     attack = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json")), base_url="http://127.0.0.1") as client:
+    settings = Settings(atlas=lens_atlas, labels=tmp_path / "labels.json")
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         fragment = client.post(f"/api/concepts/{live}/label", data={"label": attack}, headers=HX)
         assert fragment.status_code == 200 and 'id="label-block"' in fragment.text and "saved" in fragment.text
         for html in (fragment.text, client.get(f"/concepts/{live}").text,

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client(internal_atlas):
-    with one_torch_thread(), TestClient(create_app(Settings(atlas=internal_atlas)), base_url="http://127.0.0.1") as test_client:
+    app = create_app(Settings(atlas=internal_atlas))
+    with one_torch_thread(), TestClient(app, base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 

@@ -141,8 +141,9 @@ def test_writers_of_one_capture_file_at_once_never_take_each_others_temp_file(tm
     from precompute.stages.generate import _write_capture
 
     store = ShardStore(tmp_path / "generate", "digest")
-    drained = {("unet.mid_block", 3): {"positions": torch.ones(4000, 64, dtype=torch.float16),
-                                       "pooled": torch.ones(8, 64), "image_index": torch.zeros(4000, dtype=torch.int64)}}
+    tensors = {"positions": torch.ones(4000, 64, dtype=torch.float16), "pooled": torch.ones(8, 64),
+               "image_index": torch.zeros(4000, dtype=torch.int64)}
+    drained = {("unet.mid_block", 3): tensors}
     failures = []
 
     def write():
