@@ -103,12 +103,14 @@ def test_the_lock_is_free_again_after_a_run_and_after_its_holder_dies(tmp_path):
     script = ("import time; from pathlib import Path; from precompute.pipeline import work_folder_lock\n"
               f"with work_folder_lock(Path({str(work)!r})):\n    print('held', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(WorkFolderBusy, match=f"pid {holder.pid}"):
-        with work_folder_lock(work):
-            pass
-    holder.kill()
-    holder.wait()
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkFolderBusy, match=f"pid {holder.pid}"):
+            with work_folder_lock(work):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
     with work_folder_lock(work):
         pass
 

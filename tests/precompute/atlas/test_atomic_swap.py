@@ -92,15 +92,6 @@ def test_without_exchange_a_writer_killed_between_its_two_renames_is_put_right(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas"]
 
 
-def test_without_exchange_a_rebuild_still_replaces_the_atlas(tmp_path, monkeypatch):
-    monkeypatch.setattr(writer, "exchange", lambda a, b: False)
-    target = tmp_path / "atlas"
-    build(target, "first")
-    build(target, "second")
-    assert run_name(target) == "second"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas"]
-
-
 def test_readers_opening_the_atlas_during_rebuilds_always_find_a_whole_one(tmp_path):
     target = tmp_path / "atlas"
     build(target, "build-0")
