@@ -52,16 +52,29 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _serve(atlas: Path, host: str, port: int) -> None:
+def _serve(atlas: Path, host: str, port: int, allow_hosts: tuple[str, ...] = ()) -> None:
     import uvicorn
 
     from app.main import create_app
+    from app.security import allowed_hosts
     from app.settings import Settings
     from backend.atlas import Atlas
 
-    Atlas(atlas).close()  # fail now, with the reason, if the folder is not a readable atlas
+    Atlas(atlas).close()  # fail now, with the reason, if the folder is not a whole, readable atlas
     console.print(f"serving [bold]{escape(str(atlas))}[/] on http://{host}:{port}  (Ctrl+C to stop)")
-    uvicorn.run(create_app(Settings(atlas=atlas, host=host, port=port)), host=host, port=port, log_level="warning")
+    if host in ("0.0.0.0", "::"):
+        console.print(f"answering requests for {', '.join(sorted(allowed_hosts(host, allow_hosts)))} "
+                      "(add the name or address others use with --allow-host)")
+    settings = Settings(atlas=atlas, host=host, port=port, allow_hosts=allow_hosts)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def _allow_host_option(command):
+    return click.option(
+        "--allow-host", "allow_hosts", multiple=True, envvar="BLINDSPOT_ALLOW_HOST", metavar="NAME",
+        help="Also answer requests for this host name or address (repeatable; loopback names and the --host "
+             "address are always answered; '*' answers any, which lets other sites' pages reach the explorer "
+             "through DNS rebinding). Environment: BLINDSPOT_ALLOW_HOST, names separated by spaces.")(command)
 
 
 @cli.command()
@@ -73,7 +86,9 @@ def _serve(atlas: Path, host: str, port: int) -> None:
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the explorer after building.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-def demo(out: Path, config_path: Path | None, rebuild: bool, serve: bool, host: str, port: int) -> None:
+@_allow_host_option
+def demo(out: Path, config_path: Path | None, rebuild: bool, serve: bool, host: str, port: int,
+         allow_hosts: tuple[str, ...]) -> None:
     """Build an atlas from the embedded world and serve the explorer.
 
     Runs every pipeline stage that exists on the packaged demo config (the
@@ -89,7 +104,7 @@ def demo(out: Path, config_path: Path | None, rebuild: bool, serve: bool, host: 
     else:
         console.print(f"reusing the atlas in [bold]{escape(str(out))}[/] (built from this config; --rebuild to redo)")
     if serve:
-        _serve(out, host, port)
+        _serve(out, host, port, allow_hosts)
 
 
 @cli.command()
@@ -130,9 +145,14 @@ def generate(config_path: Path, out: Path, work: Path | None) -> None:
 @click.argument("atlas", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-def serve(atlas: Path, host: str, port: int) -> None:
-    """Serve the explorer for the atlas folder ATLAS."""
-    _serve(atlas, host, port)
+@_allow_host_option
+def serve(atlas: Path, host: str, port: int, allow_hosts: tuple[str, ...]) -> None:
+    """Serve the explorer for the atlas folder ATLAS.
+
+    The atlas is checked whole first (its file's length, every table and its row
+    count); a damaged one is refused with the command that rebuilds it.
+    """
+    _serve(atlas, host, port, allow_hosts)
 
 
 @cli.group()
@@ -525,7 +545,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except BlindspotError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")  # a path or a message may hold [brackets]
         sys.exit(2)
 
 

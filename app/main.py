@@ -1,4 +1,9 @@
-"""The web app factory: ``create_app(settings)`` opens the atlas in a lifespan."""
+"""The web app factory: ``create_app(settings)`` opens the atlas in a lifespan.
+
+Every request passes the web defences first (``app.security``: host allow-list,
+cross-site refusal, security headers); every error becomes an answer in one handler
+(``app.errors``: a page for a browser, JSON for the API).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
+from app.errors import HANDLED, error_response, handle_error
 from app.routes import internal, steer
+from app.security import WebDefences, allowed_hosts
 from app.settings import Settings
-from backend.atlas import Atlas, NotFound
+from backend.atlas import Atlas
 from backend.explorer import Explorer
 from backend.labels import LabelStore, default_label_path, lens_identity
 from backend.steering_atlas import steering_services
-from precompute.errors import BlindspotError
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -60,12 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(internal.router)
     app.include_router(steer.router)
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(BlindspotError)
-    async def bad_input(request: Request, exc: BlindspotError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
+    for kind in HANDLED:
+        app.add_exception_handler(kind, handle_error)
+    app.add_middleware(WebDefences, hosts=allowed_hosts(settings.host, settings.allow_hosts),
+                       error_page=error_response)
     return app

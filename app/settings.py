@@ -13,3 +13,5 @@ class Settings:
     port: int = 8000
     # the user label store (outside the atlas, so labels survive rebuilds); None: `<atlas>.labels.json` beside it
     labels: Path | None = None
+    # Host header names answered besides loopback and ``host`` (app/security.py); "*" answers any
+    allow_hosts: tuple[str, ...] = ()

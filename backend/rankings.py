@@ -168,11 +168,26 @@ def export_rows(atlas: Atlas, query: RankingQuery,
     return model, ranking_rows(atlas, query, model, labels=labels)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula (OWASP)
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """A text cell that a spreadsheet shows as text: one starting like a formula gets a leading ``'`` (OWASP's
+    CSV-injection rule). Numbers stay numbers; only text can carry a label someone else wrote."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV, text cells neutralised against formulas (the Parquet and JSON exports keep them as they are).
+
+    Lines end in CRLF (RFC 4180): the csv module quotes a cell only for the characters of its line terminator, so
+    with a bare LF a carriage return inside a cell would go out unquoted and split the row."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=EXPORT_SCHEMA.names, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_SCHEMA.names, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({name: spreadsheet_text(value) for name, value in row.items()} for row in rows)
     return buffer.getvalue()
 
 

@@ -11,7 +11,8 @@ How it serves:
 - models (generator, internal SAE, energy model, output SAE) load on the first
   request, in the one worker thread that runs every generation;
 - a bounded queue in front of that worker: a full queue raises ``SteeringBusy``
-  (answered 429 with Retry-After);
+  (answered 429 with Retry-After: the seconds until the job in progress ends and the
+  queue has room again, from its denoising steps left and the measured time per step);
 - a time limit per request, counted from its submission and checked at every
   denoising step, so a slow request stops instead of holding the worker;
 - results on disk (PNG + JSON) under keys of every parameter and the models'
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -53,9 +55,23 @@ LARGEST_CHANGES = 5  # concepts listed by how much their energy moved
 class SteeringBusy(Exception):
     """The queue is full; try again in ``retry_after`` seconds (answered 429)."""
 
-    def __init__(self, retry_after: int):
-        super().__init__(f"the steering queue is full; retry in {retry_after} s")
+    def __init__(self, retry_after: int, waiting: int | None = None):
+        queued = f" ({waiting} waiting, one generating)" if waiting is not None else ""
+        super().__init__(f"the steering queue is full{queued}; retry in {retry_after} s")
         self.retry_after = retry_after
+
+
+UNMEASURED_RETRY_S = 1  # Retry-After before a single denoising step has been timed (the models are loading)
+
+
+@dataclass
+class JobProgress:
+    """The job the worker runs: its denoising steps (all its images) and how many have run, for Retry-After."""
+
+    steps: int
+    steps_per_image: int
+    done: int = 0
+    first_step_at: float | None = None
 
 
 class SteeringTimeout(TimeoutError):
@@ -123,7 +139,10 @@ class SteeringService:
         self._queue: queue.Queue = queue.Queue(maxsize=self.limits.queue_size)
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._seconds_per_job = 5.0  # running mean, for Retry-After
+        # for Retry-After: the job in progress, and running means of the seconds per denoising step and per measure
+        self._job: JobProgress | None = None
+        self._step_s: float | None = None
+        self._measure_s = 0.0
 
     # -- construction from an atlas ------------------------------------------------------
 
@@ -194,9 +213,23 @@ class SteeringService:
         try:
             self._queue.put_nowait((request, future, deadline))
         except queue.Full:
-            waiting = self._queue.qsize() + 1
-            raise SteeringBusy(max(1, round(waiting * self._seconds_per_job))) from None
+            raise SteeringBusy(self.seconds_until_room(), self._queue.qsize()) from None
         return future
+
+    def seconds_until_room(self) -> int:
+        """Whole seconds until the queue has room: the worker takes the next waiting request when the job in
+        progress ends, after its denoising steps left (at the measured time per step) and its measures."""
+        job = self._job
+        if job is None:
+            return 1  # the worker is taking the next request right now
+        step_s = self._step_s
+        if step_s is None and job.done > 1 and job.first_step_at is not None:  # the first job: time its own steps
+            step_s = (time.monotonic() - job.first_step_at) / (job.done - 1)
+        if step_s is None:
+            return UNMEASURED_RETRY_S
+        left = max(0, job.steps - job.done)
+        images_left = -(-left // job.steps_per_image)
+        return max(1, math.ceil(left * step_s + images_left * self._measure_s))
 
     def steer(self, request: SteerRequest) -> dict[str, Any]:
         """The result of a request: from the cache, or made by the worker (blocking until done)."""
@@ -249,17 +282,19 @@ class SteeringService:
             request, future, deadline = job
             if not future.set_running_or_notify_cancel():
                 continue
-            started = time.monotonic()
             try:
                 future.set_result(self._run(request, deadline))
             except BaseException as exc:  # the caller sees every failure; the worker goes on
                 future.set_exception(exc)
-            self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
+            finally:
+                self._job = None
 
     def _run(self, request: SteerRequest, deadline: float) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise SteeringTimeout(f"the request waited past the {self.limits.timeout_s:g} s limit in the queue")
         baseline_key, steered_key = self.keys(request)
+        missing = sum(self._record(key) is None for key in (baseline_key, steered_key))
+        self._job = JobProgress(steps=missing * request.steps, steps_per_image=request.steps)
         self.cache.mkdir(parents=True, exist_ok=True)
         models = self._load()
         baseline = self._record(baseline_key)
@@ -311,9 +346,15 @@ class SteeringService:
         pipeline = models["pipeline"]
         denoiser = resolve_module(pipeline, self.parts.point.split(".")[0])
 
-        def check_deadline(*_: Any) -> None:
-            if time.monotonic() > deadline:
+        job = self._job
+
+        def check_deadline(*_: Any) -> None:  # before every denoising step
+            now = time.monotonic()
+            if now > deadline:
                 raise SteeringTimeout(f"generation stopped at the {self.limits.timeout_s:g} s time limit")
+            if job is not None:
+                job.done += 1
+                job.first_step_at = job.first_step_at or now
 
         started = time.perf_counter()
         with ExitStack() as stack:
@@ -326,10 +367,17 @@ class SteeringService:
         png = self.cache / f"{key}.png"
         _write_atomic(png, lambda path: image.save(path, format="PNG"))
         energy = models["lens"].energies([png])[0]
+        measured = time.perf_counter() - started - generated
         record = {"key": key, "energies": _sparse(energy), "generate_s": round(generated, 4),
-                  "measure_s": round(time.perf_counter() - started - generated, 4)}
+                  "measure_s": round(measured, 4)}
+        self._timed(generated / request.steps, measured)
         _write_atomic(self.cache / f"{key}.json", lambda path: path.write_text(json.dumps(record)))
         return record
+
+    def _timed(self, step_s: float, measure_s: float) -> None:
+        """Fold one image's seconds per step (its generation over its steps) and its measure into the means."""
+        self._step_s = step_s if self._step_s is None else 0.7 * self._step_s + 0.3 * step_s
+        self._measure_s = 0.7 * self._measure_s + 0.3 * measure_s
 
     def _generate(self, pipeline: Any, request: SteerRequest) -> Image.Image:
         call: dict[str, Any] = {"num_inference_steps": request.steps, "guidance_scale": request.guidance,

@@ -67,7 +67,7 @@ def build_atlas(folder: Path) -> Path:
 async def measure(atlas: Path, steps: int, repeats: int, cached_n: int) -> dict:
     app = create_app(Settings(atlas=atlas))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://atlas",
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
                                      timeout=120) as client:
             service = next(iter(app.state.steering.values()))
             features = [[f, 10.0] for f in range(3)]

@@ -385,22 +385,24 @@ def _describe(error: dict) -> str:
     return f"{message} (got {shown})"
 
 
-def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
-    """Make relative paths relative to the config file and check that they exist."""
+def _resolve_paths(config: RunConfig, base: Path, origin: str = "config") -> RunConfig:
+    """Make relative paths relative to the config file and check that they exist (a folder where one is meant)."""
     problems: list[str] = []
 
-    def check(where: str, path: Path | None, must_exist: bool = True) -> Path | None:
+    def check(where: str, path: Path | None, must_exist: bool = True, folder: bool = True) -> Path | None:
         if path is None:
             return None
         resolved = path if path.is_absolute() else (base / path)
         if must_exist and not resolved.exists():
-            problems.append(f"{where}: file not found: {resolved}")
+            problems.append(f"{where}: {'folder' if folder else 'file'} not found: {resolved}")
+        elif must_exist and folder and not resolved.is_dir():
+            problems.append(f"{where}: expected a folder, found a file: {resolved}")
         return resolved
 
     updates: dict[str, Any] = {}
     source = config.source
     if isinstance(source, (FolderSourceConfig, UrlSourceConfig)):
-        changes = {"path": check("source.path", source.path)}
+        changes = {"path": check("source.path", source.path, folder=isinstance(source, FolderSourceConfig))}
         if isinstance(source, UrlSourceConfig) and source.cache_dir is not None:
             changes["cache_dir"] = check("source.cache_dir", source.cache_dir, must_exist=False)
         updates["source"] = source.model_copy(update=changes)
@@ -421,7 +423,7 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     if config.encode.sae is not None:
         updates["encode"] = config.encode.model_copy(update={"sae": check("encode.sae", config.encode.sae)})
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        raise ConfigError(f"invalid config {origin}:\n  " + "\n  ".join(problems))
     return config.model_copy(update=updates)
 
 
@@ -432,7 +434,7 @@ def parse_config(data: dict, base: Path | None = None, origin: str = "config") -
     except ValidationError as exc:
         lines = [f"{_format_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
         raise ConfigError(f"invalid config {origin}:\n  " + "\n  ".join(lines)) from None
-    return _check_internal(_resolve_paths(config, base or Path.cwd()), origin)
+    return _check_internal(_resolve_paths(config, base or Path.cwd(), origin), origin)
 
 
 def _check_internal(config: RunConfig, origin: str) -> RunConfig:

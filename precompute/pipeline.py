@@ -3,24 +3,84 @@
 Stages (DESIGN.md section 4): sample, generate, encode, train, analyze, internal, build. A stage
 that is not built yet is reported as such, never faked; ``build`` publishes whatever
 the finished stages produced as an atlas.
+
+One run at a time owns a work folder: ``run_pipeline`` holds a lock on ``WORK/.lock``
+(``flock``, released by the system when the process ends, however it ends), and a
+second run on the same folder stops at once with a message naming the first (pid,
+host, start time, command) instead of redoing its work beside it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute.atlas.schema import SCHEMA_VERSION
 from precompute.atlas.writer import ATLAS_DB
 from precompute.config import RunConfig
-from precompute.errors import ConfigError
+from precompute.errors import BlindspotError, ConfigError
 from precompute.progress import progress_bar, quiet_library_bars
 from precompute.stages.common import SHARD_SIZE, ProgressFactory, StageContext
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+
+
+class WorkFolderBusy(BlindspotError):
+    """Another run holds the work folder's lock."""
+
+
+@contextmanager
+def work_folder_lock(work: Path) -> Iterator[None]:
+    """Hold ``WORK/.lock`` for the block; ``WorkFolderBusy`` naming the holder when another process has it.
+
+    The lock is ``flock`` on the file (POSIX; on a system without ``fcntl`` runs are not locked): the system
+    drops it when its process ends, so a killed run never leaves a stale lock. The file keeps the holder's
+    pid, host, start time and command for the message."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        log.warning("no file locks on this system: nothing stops two runs from sharing %s", work)
+        yield
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkFolderBusy(f"the work folder {work} is in use by another run ({_holder(handle)}); "
+                                 "wait for it to end, or give this run another work folder (--work)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv)}))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(handle) -> str:
+    """Who holds the lock, from what it wrote in the file (it writes just after it takes the lock: wait a little)."""
+    for _ in range(20):
+        handle.seek(0)
+        try:
+            holder = json.loads(handle.read())
+            return (f"pid {holder['pid']} on {holder['host']}, started {holder['started']}: "
+                    f"{holder['command']}")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            time.sleep(0.05)
+    return "a process that has not said who it is yet"
 
 
 @dataclass(frozen=True)
@@ -99,7 +159,17 @@ def run_pipeline(
     say: Callable[[str], None] = log.info,
     shard_size: int = SHARD_SIZE,
 ) -> PipelineReport:
-    """Run the chosen stages (default: all) of ``config`` and publish the atlas at ``out``."""
+    """Run the chosen stages (default: all) of ``config`` and publish the atlas at ``out``; ``WorkFolderBusy``
+    when another run holds the work folder."""
+    chosen = parse_stages(stages)
+    quiet_library_bars()
+    ctx = StageContext(config=config, work=Path(work) if work else default_work_dir(out), progress=progress,
+                       shard_size=shard_size)
+    with work_folder_lock(ctx.work):
+        return _run_stages(ctx, chosen, Path(out), say)
+
+
+def _run_stages(ctx: StageContext, chosen: list[str], out: Path, say: Callable[[str], None]) -> PipelineReport:
     from precompute.stages.analyze import run_analyze
     from precompute.stages.build import run_build
     from precompute.stages.encode import run_encode
@@ -107,11 +177,7 @@ def run_pipeline(
     from precompute.stages.sample import run_sample
     from precompute.stages.train import run_train
 
-    chosen = parse_stages(stages)
-    quiet_library_bars()
-    ctx = StageContext(config=config, work=Path(work) if work else default_work_dir(out), progress=progress,
-                       shard_size=shard_size)
-    ctx.work.mkdir(parents=True, exist_ok=True)
+    config = ctx.config
     (ctx.work / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True))
     # Unknown or unreachable models fail here, before any work.
     if "generate" in chosen:
@@ -157,6 +223,6 @@ def run_pipeline(
 
             report.manifests.extend(run_internal(ctx))
         elif stage.name == "build":
-            report.manifests.append(run_build(ctx, Path(out)))
+            report.manifests.append(run_build(ctx, out))
         report.ran.append(stage.name)
     return report

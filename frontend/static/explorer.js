@@ -407,6 +407,8 @@ function main(root) {
       await Promise.all([loadCard(), loadContext(), restoreSelection()]);
     }
   }
+  // the controls act as they change: Enter in one of them must not submit (and reload) the page
+  document.getElementById("controls").addEventListener("submit", (event) => event.preventDefault());
   controls.model.addEventListener("change", () => changeView({ model: controls.model.value }));
   controls.colour.addEventListener("change", () => changeView({ colour: controls.colour.value }));
   controls.size.addEventListener("change", () => changeView({ size: controls.size.value }));

@@ -3,12 +3,19 @@
 Names and meanings are documented for users in the README ("The atlas"); later
 stages add their tables here. ``SCHEMA_VERSION`` changes whenever a table changes,
 so a reader can refuse an atlas it does not understand.
+
+A finished atlas also records how many rows each table holds (``atlas_info`` key
+``row_counts``, JSON, written by the writer at commit): a reader checks them, with the
+file's length against the blocks DuckDB says it has, before it serves anything.
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 4  # 4: the flags' test and null controls, world_detection, atlas_info.row_counts
+
+# atlas_info key of {table: rows} for every table but atlas_info itself (whose rows tests and tools may add to)
+ROW_COUNTS = "row_counts"
 
 TABLES: dict[str, str] = {
-    # key/value facts of the build: schema_version, config_digest, config (JSON), built_at, stages.
+    # key/value facts of the build: schema_version, config_digest, config (JSON), built_at, stages, row_counts.
     "atlas_info": "CREATE TABLE atlas_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # One row per image source: 'real', then each generator by its config name.
     "sources": """CREATE TABLE sources (

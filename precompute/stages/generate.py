@@ -24,6 +24,7 @@ from precompute.config import (
     DiffusersGeneratorConfig, GeneratorConfig, PlantedGeneratorConfig, WorldModelGeneratorConfig, WorldSourceConfig,
 )
 from precompute.errors import ConfigError
+from precompute.fileio import atomic_path
 from precompute.generators.distributed import ProcessSlot, current_slot
 from precompute.images import save_png
 from precompute.manifest import Manifest
@@ -132,11 +133,10 @@ def _write_capture(store: ShardStore, shard: int, drained: dict) -> dict[str, di
     for (point, step), tensors in sorted(drained.items()):
         relative = capture_file(store, shard, point, step)
         shapes = {name: list(tensor.shape) for name, tensor in tensors.items()}
-        temp = store.folder / (relative + ".part")
         # one metadata key: safetensors writes metadata in hash order, so several keys would make the bytes vary
         header = json.dumps({"point": point, "step": step, "shapes": shapes}, sort_keys=True)
-        save_file(tensors, str(temp), metadata={"capture": header})
-        temp.replace(store.folder / relative)
+        with atomic_path(store.folder / relative) as temp:  # a temp name of this writer's own
+            save_file(tensors, str(temp), metadata={"capture": header})
         written[f"{point}@{step}"] = {"file": relative, "shapes": shapes}
     return written
 

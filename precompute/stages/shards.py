@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from precompute.fileio import write_text_atomic
+from precompute.fileio import atomic_path, write_text_atomic
 
 
 class ShardStore:
@@ -42,12 +42,11 @@ class ShardStore:
         return json.loads(marker.read_text()) if marker.is_file() else None
 
     def write(self, index: int, tables: dict[str, pa.Table], meta: dict[str, Any]) -> None:
-        """Write a shard's tables, then its marker (the marker makes it finished)."""
+        """Write a shard's tables, then its marker (the marker makes it finished); each file under a temp name
+        of this writer's own, so two processes writing one shard never take each other's temp file."""
         for name, table in tables.items():
-            path = self.folder / "shards" / f"{index:05d}.{name}.parquet"
-            temp = path.with_suffix(".part")
-            pq.write_table(table, temp)
-            temp.replace(path)
+            with atomic_path(self.folder / "shards" / f"{index:05d}.{name}.parquet") as temp:
+                pq.write_table(table, temp)
         write_text_atomic(self._marker(index), json.dumps(meta, sort_keys=True))
 
     def indices(self) -> list[int]:

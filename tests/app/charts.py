@@ -17,7 +17,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 def app_client(atlas, tmp_path_factory) -> TestClient:
     """A client of the app over ``atlas`` with a label store of its own (the atlas folder stays untouched)."""
     labels = tmp_path_factory.mktemp("labels") / "labels.json"
-    return TestClient(create_app(Settings(atlas=atlas, labels=labels)))
+    return TestClient(create_app(Settings(atlas=atlas, labels=labels)), base_url="http://127.0.0.1")
 
 
 def query(atlas, sql, params=None) -> list[tuple]:

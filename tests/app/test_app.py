@@ -12,7 +12,7 @@ from precompute.errors import AtlasError
 
 @pytest.fixture(scope="module")
 def client(world_atlas):
-    with TestClient(create_app(Settings(atlas=world_atlas))) as test_client:
+    with TestClient(create_app(Settings(atlas=world_atlas)), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -56,7 +56,7 @@ def test_world_ground_truth_endpoint(client):
 
 def test_a_folder_that_is_not_an_atlas_fails_with_the_reason(tmp_path):
     with pytest.raises(AtlasError, match="not an atlas"):
-        with TestClient(create_app(Settings(atlas=tmp_path))):
+        with TestClient(create_app(Settings(atlas=tmp_path)), base_url="http://127.0.0.1"):
             pass
 
 
@@ -70,12 +70,12 @@ def test_an_atlas_of_another_schema_version_is_refused_with_what_to_do(world_atl
     with duckdb.connect(str(old / "atlas.duckdb")) as db:
         db.execute("UPDATE atlas_info SET value = '2' WHERE key = 'schema_version'")
     with pytest.raises(AtlasError, match=r"schema version 2.*blindspot precompute"):
-        with TestClient(create_app(Settings(atlas=old))):
+        with TestClient(create_app(Settings(atlas=old)), base_url="http://127.0.0.1"):
             pass
 
 
 def test_overview_lists_blindspots_of_an_analysed_atlas(lens_atlas):
-    with TestClient(create_app(Settings(atlas=lens_atlas))) as test_client:
+    with TestClient(create_app(Settings(atlas=lens_atlas)), base_url="http://127.0.0.1") as test_client:
         data = test_client.get("/api/overview").json()
         assert data["analysed"] is True
         assert set(data["blindspots"]) == {"planted", "same"}

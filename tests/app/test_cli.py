@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from app.cli import cli, demo_config_path
+from tests.backend.test_atlas_verify import DAMAGES
 
 COMMANDS = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"], ["sae"],
             ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"], ["eval", "stability"],
@@ -68,6 +71,25 @@ def test_demo_builds_once_then_reuses(tmp_path):
 def test_serve_refuses_a_folder_that_is_not_an_atlas(tmp_path):
     result = run_cli("serve", str(tmp_path))
     assert result.returncode == 2 and "not an atlas" in result.stderr
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_serve_refuses_a_damaged_atlas_in_one_line_and_serves_nothing(world_atlas, tmp_path, damage):
+    copy = tmp_path / "atlas"
+    shutil.copytree(world_atlas, copy)
+    DAMAGES[damage](copy / "atlas.duckdb")
+    with socket.socket() as probe:  # a free port, should the atlas be served after all
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    # a served atlas would run until killed: 60 s is far past the refusal
+    result = subprocess.run([sys.executable, "-c", "from app.cli import main; main()", "serve", str(copy),
+                             "--port", port], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: damaged atlas") and str(copy / "atlas.duckdb") in lines[0]
+    assert f"blindspot precompute CONFIG --out {copy}" in lines[0]
+    assert "serving" not in result.stdout + result.stderr
 
 
 def test_sae_train_writes_a_loadable_sae_and_reports_quality(tmp_path):

@@ -136,10 +136,10 @@ def test_unknown_model_is_404(client):
 def test_labels_persist_across_app_instances_and_win_everywhere(lens_atlas, tmp_path, live):
     labels = tmp_path / "labels.json"
     settings = Settings(atlas=lens_atlas, labels=labels)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         saved = client.post(f"/api/concepts/{live}/label", data={"label": "  my   favourite  concept "})
         assert saved.status_code == 200 and saved.json()["label"] == "my favourite concept"
-    with TestClient(create_app(settings)) as client:  # a restart
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:  # a restart
         card = client.get(f"/api/concepts/{live}").json()
         assert card["label"] == card["user_label"] == "my favourite concept"
         assert client.get(f"/api/concepts/{live}/brief").json()["label"] == "my favourite concept"
@@ -154,28 +154,30 @@ def test_labels_survive_a_rebuild_of_the_same_lens_but_not_a_new_lens(lens_atlas
     labels = tmp_path / "labels.json"
     rebuilt = tmp_path / "rebuilt"
     shutil.copytree(lens_atlas, rebuilt)  # same output-lens SAE, new atlas folder
-    with TestClient(create_app(Settings(atlas=lens_atlas, labels=labels))) as client:
+    with TestClient(create_app(Settings(atlas=lens_atlas, labels=labels)), base_url="http://127.0.0.1") as client:
         client.post(f"/api/concepts/{live}/label", data={"label": "kept"})
-    with TestClient(create_app(Settings(atlas=rebuilt, labels=labels))) as client:
+    with TestClient(create_app(Settings(atlas=rebuilt, labels=labels)), base_url="http://127.0.0.1") as client:
         assert client.get(f"/api/concepts/{live}").json()["user_label"] == "kept"
     sae = load_sae(rebuilt / "models" / "output-sae")
     with torch.no_grad():
         sae.b_enc.add_(0.5)  # another SAE: its concept ids mean other things
     sae.save_pretrained(rebuilt / "models" / "output-sae")
-    with TestClient(create_app(Settings(atlas=rebuilt, labels=labels))) as client:
+    with TestClient(create_app(Settings(atlas=rebuilt, labels=labels)), base_url="http://127.0.0.1") as client:
         assert client.get(f"/api/concepts/{live}").json()["user_label"] is None
 
 
 def test_a_label_of_120_wide_characters_is_accepted_in_both_encodings(lens_atlas, tmp_path, live):
     label = "\U0001F600" * 120  # 4 UTF-8 bytes, 12 when percent-encoded or as a JSON surrogate pair
-    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json"))) as client:
+    settings = Settings(atlas=lens_atlas, labels=tmp_path / "labels.json")
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         assert client.post(f"/api/concepts/{live}/label", data={"label": label}).json()["label"] == label
         assert client.post(f"/api/concepts/{live}/label", json={"label": label[:60]}).json()["label"] == label[:60]
 
 
 def test_labels_are_escaped_in_html(lens_atlas, tmp_path, live):
     attack = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json"))) as client:
+    settings = Settings(atlas=lens_atlas, labels=tmp_path / "labels.json")
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         fragment = client.post(f"/api/concepts/{live}/label", data={"label": attack}, headers=HX)
         assert fragment.status_code == 200 and 'id="label-block"' in fragment.text and "saved" in fragment.text
         for html in (fragment.text, client.get(f"/concepts/{live}").text,

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client(internal_atlas):
-    with one_torch_thread(), TestClient(create_app(Settings(atlas=internal_atlas))) as test_client:
+    app = create_app(Settings(atlas=internal_atlas))
+    with one_torch_thread(), TestClient(app, base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -109,7 +110,7 @@ def test_feature_card_page_shows_exemplars_with_their_spatial_maps(client):
 
 
 def test_internal_page_of_an_atlas_without_the_lens_says_how_to_get_one(world_atlas):
-    with TestClient(create_app(Settings(atlas=world_atlas))) as plain:
+    with TestClient(create_app(Settings(atlas=world_atlas)), base_url="http://127.0.0.1") as plain:
         page = plain.get("/internal")
         panel = plain.get("/steer")
     assert page.status_code == 200 and "[[internal]]" in page.text

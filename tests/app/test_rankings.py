@@ -11,6 +11,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from backend.rankings import to_csv
 from tests.app.charts import app_client
 
 HX = {"HX-Request": "true"}
@@ -159,3 +160,38 @@ def test_an_atlas_without_analysis_explains_itself(world_atlas, tmp_path_factory
         assert data["analysed"] is False and data["rows"] == [] and data["total"] == 0
         assert plain.get("/api/rankings.csv").text.strip().split(",")[:2] == ["rank", "concept"]
         assert pq.read_table(io.BytesIO(plain.get("/api/rankings.parquet").content)).num_rows == 0
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/","x")', "+1+1", "-2+3", "@SUM(A1:A2)"]
+
+
+def test_csv_neutralises_labels_that_start_like_a_formula_and_only_the_csv(lens_atlas, tmp_path_factory):
+    with app_client(lens_atlas, tmp_path_factory) as fresh:
+        rows = fresh.get("/api/rankings", params={"model": "planted", "limit": 1000}).json()["rows"]
+        concepts = [r["concept"] for r in rows[:len(FORMULAS)]]
+        assert len(concepts) == len(FORMULAS)
+        for concept, label in zip(concepts, FORMULAS):
+            fresh.app.state.explorer.labels.set(concept, label)
+        fresh.app.state.explorer.labels.set(rows[len(FORMULAS)]["concept"], "a plain - label = fine")
+        params = {"model": "planted"}
+        exported = {int(r["concept"]): r for r in csv.DictReader(io.StringIO(
+            fresh.get("/api/rankings.csv", params=params).text, newline=""))}
+        for concept, label in zip(concepts, FORMULAS):
+            assert exported[concept]["label"] == "'" + label  # read as text by a spreadsheet
+        assert exported[rows[len(FORMULAS)]["concept"]]["label"] == "a plain - label = fine"
+        negative = [r for r in rows if r["relative_delta"] < 0]
+        assert negative and float(exported[negative[0]["concept"]]["relative_delta"]) < 0  # numbers stay numbers
+        parquet = {r["concept"]: r["label"] for r in pq.read_table(io.BytesIO(
+            fresh.get("/api/rankings.parquet", params=params).content)).to_pylist()}
+        json_labels = {r["concept"]: r["label"] for r in fresh.get("/api/rankings", params={
+            **params, "limit": 1000}).json()["rows"]}
+        for concept, label in zip(concepts, FORMULAS):
+            assert parquet[concept] == json_labels[concept] == label  # Parquet and JSON keep the label as it is
+
+
+def test_csv_neutralises_tab_and_carriage_return_starts_in_any_text_cell():
+    # labels cannot hold control characters; the other text cells (world concept, exemplar paths) are checked too
+    rows = [{"rank": 1, "concept": 7, "label": "ok", "world_concept": "\tx", "real_exemplar": "\r=1", "delta": -0.5}]
+    exported = next(csv.DictReader(io.StringIO(to_csv(rows), newline="")))
+    assert exported["world_concept"] == "'\tx" and exported["real_exemplar"] == "'\r=1"
+    assert exported["delta"] == "-0.5" and exported["label"] == "ok"

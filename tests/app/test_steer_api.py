@@ -35,7 +35,7 @@ async def with_client(atlas, scenario):
     app = create_app(Settings(atlas=atlas))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://atlas") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             return await scenario(client, app)
 
 

@@ -167,6 +167,37 @@ def test_a_full_queue_is_busy_with_a_retry_time(tmp_path, world_internal_sae, wo
     service.close()
 
 
+def test_retry_after_is_the_time_until_the_queue_has_room(tmp_path, world_internal_sae, world_output_sae):
+    # every denoising step made slow (0.15 s) and steady, so the time until the queue has room is known
+    from precompute.generators.capture import resolve_module
+
+    service = make_service(tmp_path, world_internal_sae, world_output_sae, queue_size=1)
+    service._load()
+    denoiser = resolve_module(service._models["pipeline"], POINT.split(".")[0])
+    handle = denoiser.register_forward_pre_hook(lambda *_: time.sleep(0.15))
+    try:
+        def steer(seed: int):
+            return service.request(prompt=PROMPT, features=[[1, 1.0]], seed=seed, steps=6)
+
+        service.steer(steer(1))  # the service times its steps on a first steer
+        running = service.submit(steer(2))  # two images of 6 steps: about 2 s
+        deadline = time.monotonic() + 30
+        while service._queue.qsize():  # the worker has taken it ...
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.4)  # ... and is a few steps into its first image
+        service.submit(steer(3))  # the queue (one place) is full
+        refused_at = time.monotonic()
+        with pytest.raises(SteeringBusy, match=r"queue is full \(1 waiting, one generating\)") as busy:
+            service.submit(steer(4))
+        running.result(60)
+        room_after = time.monotonic() - refused_at  # the worker takes the waiting request: room again
+    finally:
+        handle.remove()
+        service.close()
+    assert room_after - 1.0 <= busy.value.retry_after <= room_after + 1.5, (busy.value.retry_after, room_after)
+
+
 def test_a_request_past_its_time_limit_stops_and_the_worker_goes_on(tmp_path, world_internal_sae, world_output_sae,
                                                                      monkeypatch):
     service = make_service(tmp_path, world_internal_sae, world_output_sae, timeout_s=0.5)

@@ -62,9 +62,21 @@ dtype = "fp8"
 
 
 def test_missing_files_are_reported_before_work(tmp_path):
-    path = write(tmp_path, '[source]\nkind = "folder"\npath = "no-such-folder"\n')
-    with pytest.raises(ConfigError, match=r"source\.path: file not found: .*no-such-folder"):
+    path = write(tmp_path, '[source]\nkind = "urls"\npath = "no-such-list.csv"\n')
+    with pytest.raises(ConfigError, match=r"source\.path: file not found: .*no-such-list\.csv"):
         load_config(path)
+
+
+def test_a_missing_folder_is_called_a_folder_and_the_config_is_named(tmp_path):
+    path = write(tmp_path, '[source]\nkind = "folder"\npath = "no-such-folder"\n')
+    with pytest.raises(ConfigError) as missing:
+        load_config(path)
+    message = str(missing.value)
+    assert message.startswith(f"invalid config {path}:")
+    assert f"source.path: folder not found: {tmp_path / 'no-such-folder'}" in message
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"source\.path: expected a folder, found a file: .*a-file"):
+        load_config(write(tmp_path, '[source]\nkind = "folder"\npath = "a-file"\n'))
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path):

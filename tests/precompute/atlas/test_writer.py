@@ -3,6 +3,7 @@
 import duckdb
 import pytest
 
+from precompute.atlas import writer
 from precompute.atlas.schema import TABLES
 from precompute.atlas.writer import ATLAS_DB, AtlasBuilder
 from precompute.errors import AtlasError
@@ -46,7 +47,10 @@ def test_half_written_atlas_is_never_visible(tmp_path):
     assert run_name(target) == "only"
 
 
-def test_rebuild_replaces_the_atlas(tmp_path):
+@pytest.mark.parametrize("can_exchange", [True, False], ids=["exchange", "two renames"])
+def test_rebuild_replaces_the_atlas(tmp_path, monkeypatch, can_exchange):
+    if not can_exchange:  # a file system that cannot exchange two folders: the old one is moved aside first
+        monkeypatch.setattr(writer, "exchange", lambda a, b: False)
     target = tmp_path / "atlas"
     build(target, "first")
     build(target, "second")
