@@ -210,7 +210,8 @@ class EncodeConfig(_Table):
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     dtype: Literal["fp16", "bf16", "fp32"] = "fp32"
     batch_size: int = Field(64, ge=1)
-    sae: Path | None = Field(None, description="SAE folder (config.json + safetensors); trained when unset")
+    sae: Path | None = Field(None, description="SAE folder (config.json + safetensors), or 'world' for the world "
+                                               "encoder's shipped SAE; trained when unset")
     sae_variant: Literal["rasae", "topk", "batchtopk", "matryoshka"] = "rasae"
     n_concepts: int = Field(32_000, gt=0)
     k: int = Field(5, gt=0)
@@ -421,7 +422,15 @@ def _resolve_paths(config: RunConfig, base: Path, origin: str = "config") -> Run
         generators.append(generator)
     updates["generators"] = tuple(generators)
     if config.encode.sae is not None:
-        updates["encode"] = config.encode.model_copy(update={"sae": check("encode.sae", config.encode.sae)})
+        sae = config.encode.sae
+        if str(sae) == "world":  # the SAE shipped with the world encoder (precompute/encoders/weights/world-sae)
+            from precompute.encoders.world_encoder import SHIPPED_SAE
+
+            if config.encode.energy_model != "world":
+                problems.append(f"encode.sae: 'world' is the SAE of the world encoder; energy_model is "
+                                f"{config.encode.energy_model!r}")
+            sae = SHIPPED_SAE
+        updates["encode"] = config.encode.model_copy(update={"sae": check("encode.sae", sae)})
     if problems:
         raise ConfigError(f"invalid config {origin}:\n  " + "\n  ".join(problems))
     return config.model_copy(update=updates)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from precompute.encoders.probe import auroc, fit_linear_probe
-from precompute.encoders.world_encoder import WorldEncoder, WorldEncoderConfig, factor_weights, world_pixels
+from precompute.encoders.world_encoder import WorldEncoder, WorldEncoderConfig, world_pixels
 from precompute.errors import ConfigError
 from precompute.fileio import write_text_atomic
 from precompute.world.concepts import CONCEPT_INDEX, Prior, sample_scene
@@ -59,8 +59,7 @@ OBJECT_PATCH = 0.1
 BACKGROUND_PATCH = 0.5
 #: weight of each concept's BCE in the presence terms (about 1 per family of ~6-10 concepts)
 PRESENCE_SCALE = 0.1
-#: weight of the factor-token term (squared distance of each token to its concepts' summed directions)
-FACTOR_SCALE = 1.0
+
 # the settings that made the shipped weights (see TRAINING.md)
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_N_IMAGES, DEFAULT_LR = 1600, 64, 1000, 30_000, 2e-3
 
@@ -126,7 +125,7 @@ def render_training_set(
 
 def multitask_loss(model: WorldEncoder, pixels: Tensor, targets: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
     """The training objective (see the module docstring): a sum of BCE and CE terms."""
-    tokens = model(pixels)
+    tokens = model.trunk(pixels)
     concepts = model.concept_logits(tokens)
     patches = model.patch_logits(tokens)
     presence = targets["presence"]
@@ -141,9 +140,6 @@ def multitask_loss(model: WorldEncoder, pixels: Tensor, targets: dict[str, Tenso
         "cover": F.binary_cross_entropy_with_logits(patches["cover"], object_cover),
         "extras": _bce_sum(patches["extras"], (cover[:, 1:] > 0).float().transpose(1, 2)),
     }
-    if model.config.factor_tokens:
-        target = factor_weights(model.config, presence, cover) @ model.concept_basis  # (B, 1 + P, dim)
-        terms["factor"] = (tokens - target).square().sum(dim=-1).mean() * FACTOR_SCALE
     touches_object = object_cover >= OBJECT_PATCH  # (B, P)
     is_background = object_cover < BACKGROUND_PATCH
     for column, family in enumerate(model.config.patch_families):
@@ -175,10 +171,11 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 
 @torch.no_grad()
-def encode_set(model: WorldEncoder, images: np.ndarray, batch_size: int = 500) -> Tensor:
-    """Tokens (n, 1 + side^2, dim) of a uint8 image array, float32."""
+def encode_set(model: WorldEncoder, images: np.ndarray, batch_size: int = 500, trunk: bool = False) -> Tensor:
+    """Tokens (n, 1 + side^2, dim) of a uint8 image array, float32: the model's, or its trunk's."""
+    forward = model.trunk if trunk else model
     chunks = [
-        model(world_pixels(images[i : i + batch_size], model.config.image_size))
+        forward(world_pixels(images[i : i + batch_size], model.config.image_size))
         for i in range(0, len(images), batch_size)
     ]
     return torch.cat(chunks).float()
@@ -192,8 +189,8 @@ def evaluate(model: WorldEncoder, probe_set: WorldTrainingSet, test_set: WorldTr
     accuracies are measured on ``test_set`` at object / background patches.
     """
     model.eval()
-    probe_tokens = encode_set(model, probe_set.images)
-    test_tokens = encode_set(model, test_set.images)
+    probe_tokens = encode_set(model, probe_set.images, trunk=True)
+    test_tokens = encode_set(model, test_set.images, trunk=True)
     labels = torch.from_numpy(test_set.presence)
     probe = fit_linear_probe(probe_tokens[:, 1:].mean(dim=1), torch.from_numpy(probe_set.presence))
     with torch.no_grad():

@@ -55,6 +55,8 @@ WEIGHTS_FILE = "model.safetensors"
 MODEL_TYPE = "blindspot_world_encoder"
 #: where the shipped weights live (``load_energy_model("world")``)
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "world-encoder"
+#: the output-lens SAE trained on its tokens (``encode.sae = "world"``; see ``train_world_lens``)
+SHIPPED_SAE = Path(__file__).parent / "weights" / "world-sae"
 
 
 def _default_families() -> dict[str, list[str]]:
@@ -68,11 +70,11 @@ class WorldEncoderConfig:
     ``concepts`` are the image-level targets (every world concept, extras and
     background included); ``patch_families`` the per-patch classes (shape, colour,
     pattern at object patches; background at background patches); ``patch_extras``
-    the extras whose per-patch coverage is predicted. ``factor_tokens``: the model
-    carries a fixed orthonormal ``concept_basis`` (one unit direction per concept,
-    drawn with ``basis_seed``) and training pulls every token towards the sum of the
-    directions of the concepts it shows, weighted by how much of the patch they cover
-    (``factor_targets``); ``final_norm = False`` then leaves that sum unnormalised.
+    the extras whose per-patch coverage is predicted. ``factor_depth > 0`` adds the
+    factor read-out: that many transformer blocks and a linear map on top of the trunk,
+    trained to write every token as the sum of fixed orthonormal concept directions
+    (``concept_basis``, drawn with ``basis_seed``) weighted by how much of the patch each
+    concept covers (``factor_weights``); the model's tokens are then the read-out's.
     """
 
     image_size: int = 64
@@ -86,17 +88,16 @@ class WorldEncoderConfig:
     concepts: list[str] = field(default_factory=lambda: [c.name for c in CONCEPTS])
     patch_families: dict[str, list[str]] = field(default_factory=_default_families)
     patch_extras: list[str] = field(default_factory=lambda: list(EXTRAS))
-    final_norm: bool = True
-    factor_tokens: bool = False
+    factor_depth: int = 0
     basis_seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stem_channels", tuple(self.stem_channels))
-        if self.factor_tokens and len(self.concepts) > self.dim:
+        if self.factor_depth and len(self.concepts) > self.dim:
             raise ConfigError(f"factor tokens need dim >= the number of concepts ({len(self.concepts)}), got {self.dim}")
-        for name in ("image_size", "patch_size", "dim", "depth", "heads", "mlp_ratio", "stem_blocks"):
+        for name in ("image_size", "patch_size", "dim", "depth", "heads", "mlp_ratio", "stem_blocks", "factor_depth"):
             value = getattr(self, name)
-            minimum = 0 if name == "stem_blocks" else 1
+            minimum = 0 if name in ("stem_blocks", "factor_depth") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ConfigError(f"world encoder {name} must be an integer >= {minimum}, got {value!r}")
         if self.dim % self.heads:
@@ -187,8 +188,10 @@ class WorldEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + cfg.side**2, cfg.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.dim) if cfg.final_norm else nn.Identity()
-        if cfg.factor_tokens:
+        self.norm = nn.LayerNorm(cfg.dim)
+        if cfg.factor_depth:
+            self.factor_blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.factor_depth))
+            self.factor_proj = nn.Linear(cfg.dim, cfg.dim)
             self.register_buffer("concept_basis", concept_basis(len(cfg.concepts), cfg.dim, cfg.basis_seed))
         n_patch_out = 1 + sum(len(v) for v in cfg.patch_families.values()) + len(cfg.patch_extras)
         self.heads = nn.ModuleDict(
@@ -199,13 +202,25 @@ class WorldEncoder(nn.Module):
             }
         )
 
-    def forward(self, pixels: Tensor) -> Tensor:
-        """(B, 3, size, size) pixels in [-1, 1] -> (B, 1 + side^2, dim) layer-normed tokens."""
+    def trunk(self, pixels: Tensor) -> Tensor:
+        """(B, 3, size, size) pixels in [-1, 1] -> (B, 1 + side^2, dim) layer-normed trunk tokens (the heads' input)."""
         patches = self.stem(pixels).flatten(2).transpose(1, 2)  # (B, side^2, dim)
         x = torch.cat([self.cls_token.expand(len(patches), -1, -1), patches], dim=1) + self.pos_embed
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def factor_readout(self, trunk: Tensor) -> Tensor:
+        """Trunk tokens -> factor tokens (B, 1 + side^2, dim): each a sum of its concepts' basis directions."""
+        x = trunk
+        for block in self.factor_blocks:
+            x = block(x)
+        return self.factor_proj(x)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """The model's tokens: the factor read-out's when it has one, else the trunk's."""
+        trunk = self.trunk(pixels)
+        return self.factor_readout(trunk) if self.config.factor_depth else trunk
 
     def concept_logits(self, tokens: Tensor) -> dict[str, Tensor]:
         """Image-level concept logits (B, n_concepts) from the CLS and from the mean patch token."""
@@ -265,7 +280,7 @@ OBJECT_FAMILIES = ("shape", "colour", "pattern", "count", "size", "position")  #
 
 
 def factor_weights(config: WorldEncoderConfig, presence: Tensor, cover: Tensor) -> Tensor:
-    """How much each token shows each concept: (B, 1 + P, n_concepts), the coefficients of ``factor_tokens``.
+    """How much each token shows each concept: (B, 1 + P, n_concepts), the factor read-out's coefficients.
 
     ``presence`` (B, n_concepts) 0/1 over ``config.concepts``; ``cover`` (B, 1 + n_extras, P): per
     patch the share covered by an object, then by each of ``config.patch_extras``. The CLS token
@@ -371,7 +386,7 @@ class WorldEnergyModel(EnergyModel):
         return self.world_embeddings(images)
 
     def concept_probabilities(self, images: ImageBatch) -> Tensor:
-        """(batch, n_concepts) presence probabilities of the trained pooled head, float32."""
-        tokens = self.encode(images).tokens
+        """(batch, n_concepts) presence probabilities of the trained pooled head (on the trunk's tokens), float32."""
         with torch.no_grad():
-            return torch.sigmoid(self.model.concept_logits(tokens)["pooled"].float())
+            pixels = self.preprocess(images).to(self.device, self.dtype)
+            return torch.sigmoid(self.model.concept_logits(self.model.trunk(pixels))["pooled"].float())

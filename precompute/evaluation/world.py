@@ -46,6 +46,7 @@ import duckdb
 import numpy as np
 from scipy.stats import binom, spearmanr
 
+from precompute.analysis.labels import auroc_matrix
 from precompute.analysis.significance import benjamini_hochberg
 from precompute.atlas.writer import ATLAS_DB
 from precompute.errors import AtlasError
@@ -90,6 +91,26 @@ class GeneratorScore:
 
 
 @dataclass(frozen=True)
+class Drawing:
+    """How recognisably a generator draws one world concept its captions ask for (module docstring)."""
+
+    world_concept: str
+    asked: int  # captions that state it
+    auroc_real: float | None  # its detector's energy against "the caption states it", real images
+    auroc_generated: float | None  # the same on the generator's images
+
+    @property
+    def draws(self) -> bool:
+        """The generator's images show it when asked: its detector tells them apart at AUROC >= 0.75."""
+        return self.auroc_generated is not None and self.auroc_generated >= MIN_AUROC
+
+    @property
+    def recognisable(self) -> bool:
+        """Drawn about as recognisably as the real images show it (AUROC within 0.1 of theirs)."""
+        return self.draws and self.auroc_real is not None and self.auroc_generated >= self.auroc_real - 0.1
+
+
+@dataclass(frozen=True)
 class WorldEvaluation:
     atlas: str
     temperature: float
@@ -99,6 +120,7 @@ class WorldEvaluation:
     detectability: list[Detection]
     generators: list[GeneratorScore]
     null_controls: list[dict]
+    drawing: dict[str, list[Drawing]] = field(default_factory=dict)  # generators without annotations (a model)
 
     @property
     def null_flags(self) -> int:
@@ -115,6 +137,9 @@ class WorldEvaluation:
             row["detected"] = detection.detected
         document["null_flags"] = self.null_flags
         document["undetected"] = [d.world_concept for d in self.undetected]
+        for source_id, rows in self.drawing.items():
+            for row, drawing in zip(document["drawing"][source_id], rows):
+                row.update(draws=drawing.draws, recognisable=drawing.recognisable)
         return json_safe(document)
 
 
@@ -169,12 +194,16 @@ def evaluate_world(atlas: Path, min_auroc: float = MIN_AUROC) -> WorldEvaluation
             shift = _annotation_means(db, source_id, world) - real
             diagnostic = _explained_scores(db, source_id, shift, weights, temperature)
             scores.append(GeneratorScore(**{**asdict(score), "diagnostic": diagnostic}))
+        modelled = [r[0] for r in _query(db, """SELECT source_id FROM sources s WHERE kind NOT IN ('real', 'planted')
+                                                 AND NOT EXISTS (SELECT 1 FROM world_annotations a
+                                                                 WHERE a.source_id = s.source_id) ORDER BY 1""")]
+        drawing = {source_id: drawing_of(db, source_id, detectability) for source_id in modelled}
         nulls = [dict(zip(("control", "kind", "pairs", "live", "flagged", "flagged_paper", "min_q"), r))
                  for r in _query(db, "SELECT control, kind, pairs, live, flagged, flagged_paper, min_q "
                                      "FROM null_controls ORDER BY kind DESC, control")]
     return WorldEvaluation(atlas=str(atlas), temperature=temperature, fdr=fdr, min_auroc=min_auroc,
                            lens_trained_here=config["encode"].get("sae") is None, detectability=detectability,
-                           generators=scores, null_controls=nulls)
+                           generators=scores, null_controls=nulls, drawing=drawing)
 
 
 def _detectability(db: duckdb.DuckDBPyConnection) -> list[Detection]:
@@ -274,6 +303,42 @@ def _score(db, source_id: str, truth: TrueChange, detectability: list[Detection]
         false_alarm_rate=false_alarms / len(flagged) if flagged else None, spearman=rho,
         spearman_concepts=len(points), missed=missed, ineffective=ineffective,
     )
+
+
+def drawing_of(db: duckdb.DuckDBPyConnection, source_id: str, detectability: list[Detection]) -> list[Drawing]:
+    """Per world concept its captions state, how well its detector (the lens's best SAE concept for it) tells the
+    images whose caption asks for it from the others, on the real images and on ``source_id``'s.
+
+    A generator without annotations (a trained model) has no truth of its own, but its
+    captions say what it was asked for: a concept it draws as well as the data shows it
+    is told apart about as well on its images as on the real ones.
+    """
+    from precompute.world.captions import parse_caption
+
+    items = _query(db, """SELECT i.item_id, i.caption FROM items i JOIN images g ON g.item_id = i.item_id
+                          AND g.source_id = ? ORDER BY i.position""", [source_id])
+    row_of = {item: row for row, (item, _) in enumerate(items)}
+    stated: dict[str, np.ndarray] = {}
+    for row, (_, caption) in enumerate(items):
+        said = parse_caption(caption)
+        for name in [v for k, v in said.items() if k != "extras"] + list(said.get("extras", ())):
+            stated.setdefault(name, np.zeros(len(items), dtype=bool))[row] = True
+    rows = []
+    for detection in detectability:
+        asked = stated.get(detection.world_concept)
+        if detection.concept is None or asked is None or asked.all():
+            continue
+        scores = []
+        for side in ("real", source_id):
+            energy = np.zeros(len(items))
+            for item, value in _query(db, """SELECT i.item_id, e.energy FROM energies e JOIN images i USING (image_id)
+                                             WHERE e.source_id = ? AND e.concept = ?""", [side, detection.concept]):
+                if item in row_of:
+                    energy[row_of[item]] = value
+            scores.append(energy)
+        auc = auroc_matrix(np.stack(scores, axis=1), asked[:, None])[:, 0]
+        rows.append(Drawing(detection.world_concept, int(asked.sum()), float(auc[0]), float(auc[1])))
+    return rows
 
 
 # --- the explained-truth diagnostic -------------------------------------------------------------------------

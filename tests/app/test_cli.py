@@ -18,7 +18,7 @@ from tests.backend.test_atlas_verify import DAMAGES
 
 COMMANDS = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"], ["sae"],
             ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"], ["eval", "stability"],
-            ["world", "train-encoder"], ["world", "train-generator"]]
+            ["world", "train-encoder"], ["world", "train-generator"], ["world", "train-lens"], ["eval", "steer"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "blindspot")
