@@ -5,7 +5,7 @@ stages add their tables here. ``SCHEMA_VERSION`` changes whenever a table change
 so a reader can refuse an atlas it does not understand.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES: dict[str, str] = {
     # key/value facts of the build: schema_version, config_digest, config (JSON), built_at, stages.
@@ -163,6 +163,13 @@ TABLES: dict[str, str] = {
         kept BOOLEAN NOT NULL,         -- survives the greedy NMS by centroid cosine distance (tau)
         minority_rank INTEGER,         -- 0 = most minority among kept, NULL if not kept
         label TEXT NOT NULL,           -- the world concept (or caption word) its activation goes with most, or ''
+        PRIMARY KEY (source_id, feature)
+    )""",
+    # Every feature of a generator's internal SAE (all groups): the unit of add-mode steering strengths.
+    "internal_feature_scales": """CREATE TABLE internal_feature_scales (
+        source_id TEXT NOT NULL, feature INTEGER NOT NULL,
+        fired BIGINT NOT NULL,         -- captured spatial positions where the feature's code is non-zero
+        typical DOUBLE,                -- the 90th percentile of its code where it fires; NULL when it never fires
         PRIMARY KEY (source_id, feature)
     )""",
     # Top generated images of each feature by its mean code per captured position.
