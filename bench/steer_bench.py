@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from backend.steering_inputs import DEFAULT_STRENGTH  # noqa: E402
 from precompute.generators.steering import FeatureEdit, SteeringConfig, apply_steering  # noqa: E402
 
 PROMPT = "a picture of three small red stars on a wooden table"
@@ -70,7 +71,7 @@ async def measure(atlas: Path, steps: int, repeats: int, cached_n: int) -> dict:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://atlas",
                                      timeout=120) as client:
             service = next(iter(app.state.steering.values()))
-            features = [[f, 10.0] for f in range(3)]
+            features = [[f, DEFAULT_STRENGTH["add"]] for f in range(3)]  # typical activations of each feature
 
             async def post(seed: int) -> float:
                 started = time.perf_counter()
