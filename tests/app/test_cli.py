@@ -91,3 +91,13 @@ def test_sae_train_writes_a_loadable_sae_and_reports_quality(tmp_path):
 def test_eval_world_needs_the_analysis(world_atlas):
     result = run_cli("eval", "world", str(world_atlas))
     assert result.returncode == 2 and "no blindspot analysis" in result.stderr
+
+
+def test_eval_steer_help_states_the_defaults_it_runs_with():
+    from backend.internal import PROBE_FLOOR
+    from backend.steering_inputs import DEFAULT_STRENGTH
+
+    shown = " ".join(CliRunner().invoke(cli, ["eval", "steer", "--help"]).output.split())
+    assert f"(default {PROBE_FLOOR:g})" in shown
+    assert f"(--mode add, default {DEFAULT_STRENGTH['add']:g})" in shown
+    assert f"(--mode scale, default {DEFAULT_STRENGTH['scale']:g})" in shown
