@@ -2,7 +2,7 @@
 
 A steer is written in the URL so that a link reproduces it::
 
-    /steer?generator=world-model&prompt=a+red+circle&features=12:10,5:-3&mode=add&seed=0&start=0&stop=10&concept=4
+    /steer?generator=world-model&prompt=a+red+circle&features=12:1,5:2&mode=add&seed=0&start=0&stop=10&concept=4&sweep=true
 
 ``features`` lists ``id:strength`` pairs (an id alone takes the mode's default
 strength; add-mode strengths are multiples of each feature's typical activation);
@@ -29,6 +29,7 @@ from backend.steer_sweep import SWEEP_FACTORS, SweepJob, sweep_board, sweep_spec
 from backend.steering import SteeringService
 from backend.steering_inputs import DEFAULT_STRENGTH, SteeringInputError
 from backend.svg import lines
+SERIES = {"attributed": "proposed features", "control": "random features"}  # the sweep chart's lines
 FIELDS = ("generator", "prompt", "features", "mode", "seed", "steps", "guidance", "start", "stop", "concept",
           "conditional_only", "sweep")
 
@@ -161,13 +162,13 @@ def sweep_view(atlas: Atlas, status: dict[str, Any], user_labels: dict[int, str]
             "chart": None}
     if status["status"] == "done" and status["baseline_energy"] is not None:
         factors = [0.0, *status["factors"]]
-        series = {f"{arm} features": (factors, [status["baseline_energy"],
-                                                *[d[arm]["mean_energy"] if d[arm]["mean_energy"] is not None
-                                                  else float("nan") for d in status["dose_response"]]])
+        series = {SERIES[arm]: (factors, [status["baseline_energy"],
+                                          *[d[arm]["mean_energy"] if d[arm]["mean_energy"] is not None
+                                            else float("nan") for d in status["dose_response"]]])
                   for arm in ARMS}
         strengths = ", ".join(f"{s:g}" for s in status["strengths"])
-        view["chart"] = lines(series, emphasise="attributed features",
-                              x_label=f"strength, x the form's ({strengths}; 0 = unsteered)",
+        view["chart"] = lines(series, emphasise=SERIES["attributed"],
+                              x_label=f"strength, as a multiple of the form's ({strengths}); 0 = unsteered",
                               y_label=f"energy of concept {concept}",
                               title=f"concept {concept} {view['label']}: energy against strength, mean of "
                                     f"{len(status['seeds'])} seeds")

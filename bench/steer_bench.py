@@ -80,9 +80,10 @@ async def measure(atlas: Path, steps: int, repeats: int, cached_n: int) -> dict:
                 answer.raise_for_status()
                 return time.perf_counter() - started
 
-            first = await post(10_000)
-            cold = [await post(10_001 + i) for i in range(repeats)]
-            cached = [await post(10_000) for _ in range(cached_n)]
+            base = time.time_ns() % 10**12  # seeds no earlier run used: an atlas's steering cache never answers
+            first = await post(base)
+            cold = [await post(base + 1 + i) for i in range(repeats)]
+            cached = [await post(base) for _ in range(cached_n)]
             return {"first": first, "cold": cold, "cached": cached, "pipeline": service._models["pipeline"],
                     "sae": service._models["internal_sae"], "point": service.parts.point,
                     "guidance": service.parts.generator.guidance}

@@ -250,8 +250,8 @@ def test_a_sweep_measures_the_dose_response_beside_random_features(client):
     assert again.status_code == 200 and again.json()["key"] == sweep["key"]
     page = client.get("/steer/sweep", params=params, headers={"HX-Request": "true"})
     assert page.status_code == 200 and 'data-status="done"' in page.text
-    assert 'class="line" data-series="attributed features"' in page.text
-    assert 'class="line" data-series="control features"' in page.text
+    assert 'class="line" data-series="proposed features"' in page.text
+    assert 'class="line" data-series="random features"' in page.text
     assert len(re.findall(r'<tr data-strength="[^"]+" data-arm="(attributed|control)">', page.text)) == 6
 
 
