@@ -100,13 +100,8 @@ def _attributions(explorer: Explorer, concept: int, model: str, top: int = 8) ->
     features = explorer.atlas.rows(f"""
         SELECT a.rank, a.feature, a.score, {columns} FROM attributions a {join}
         WHERE a.source_id = ? AND a.concept = ? ORDER BY a.rank LIMIT ?""", [model, concept, top])
-    probe = None
-    if "attribution_probes" in explorer.tables:
-        found = explorer.atlas.rows("SELECT positives, auroc FROM attribution_probes WHERE source_id = ? AND concept = ?",
-                                    [model, concept])
-        probe = found[0] if found else None
     proposal = steer_proposal(explorer.atlas, model, concept)  # what "steer with these" steers, or why nothing
-    return {"features": features, "probe": probe, "steer_url": proposal["steer_url"],
+    return {"features": features, "probe": proposal["probe"], "steer_url": proposal["steer_url"],
             "steer_refused": proposal["refused"], "steer_mode": proposal["mode"], "probe_floor": proposal["floor"]}
 
 
