@@ -112,6 +112,9 @@ class SweepJob:
         try:
             live = np.asarray(self.spec.live, dtype=bool)
             for steer in self.steers:
+                if self.service.closed:  # the server is shutting down: the rest of the sweep is not made
+                    self.error = "the steering service was shut down"
+                    break
                 outcome = run_steers(self.service, [steer], mode=self.spec.request.mode, live=live,
                                      fields=self.spec.fields(), submit=self._submit)[0]
                 with self._lock:

@@ -128,6 +128,7 @@ class SteeringService:
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
+        self._closed = False
         self._seconds_per_job = 5.0  # running mean, for Retry-After
 
     # -- construction from an atlas ------------------------------------------------------
@@ -145,6 +146,10 @@ class SteeringService:
     @property
     def generator(self) -> str:
         return self.parts.generator.name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def seconds_per_job(self) -> float:
@@ -216,7 +221,10 @@ class SteeringService:
         return self._result(request, baseline_key, baseline, steered_key, steered, cached=True)
 
     def submit(self, request: SteerRequest) -> Future:
-        """Queue a request for the worker; its future gives the result. ``SteeringBusy`` when the queue is full."""
+        """Queue a request for the worker; its future gives the result. ``SteeringBusy`` when the queue is full;
+        ``SteeringTimeout`` once the service is closed (a background sweep then stops instead of restarting it)."""
+        if self._closed:
+            raise SteeringTimeout("the steering service was shut down")
         future: Future = Future()
         limit = self.limits.timeout_s
         deadline = time.monotonic() + limit if limit is not None else float("inf")
@@ -249,7 +257,8 @@ class SteeringService:
         return path
 
     def close(self) -> None:
-        """Stop the worker after the job it is running; queued requests fail."""
+        """Stop the worker after the job it is running; queued requests fail, and so do later ones."""
+        self._closed = True
         worker = self._worker
         if worker is None:
             return

@@ -172,6 +172,8 @@ def test_a_full_queue_is_busy_with_a_retry_time(tmp_path, world_internal_sae, wo
     assert held.result(10) == waiting.result(10) == {"done": 0}
     assert service.submit(request).result(10) == {"done": 0}  # room again once the queue drained
     service.close()
+    with pytest.raises(SteeringTimeout, match="shut down"):  # a closed service takes no more work
+        service.submit(request)
 
 
 def test_a_request_past_its_time_limit_stops_and_the_worker_goes_on(tmp_path, world_internal_sae, world_output_sae,
