@@ -231,7 +231,7 @@ def test_add_strengths_are_multiples_of_each_features_typical_activation(service
     assert result["request"]["edits"] == [{"feature": 3, "strength": 8.0, "typical_activation": typical[3]}]
     models = service._load()
     config = service._steering(request, models)
-    norm = float(models["internal_sae"].dictionary[3].norm())
+    norm = float(models["internal_sae"].dictionary[3].detach().norm())
     # the hook adds activation units along the unit direction: 8 typical activations of feature 3's atom
     assert config.edits[0].feature == 3 and config.edits[0].strength == pytest.approx(8.0 * typical[3] * norm)
     assert 0 < typical[3] < float("inf")
