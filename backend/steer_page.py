@@ -30,6 +30,7 @@ from backend.steering import SteeringService
 from backend.steering_inputs import DEFAULT_STRENGTH, SteeringInputError
 from backend.svg import lines
 SERIES = {"attributed": "proposed features", "control": "random features"}  # the sweep chart's lines
+TITLE_CHARS = 60  # a longer title would run past the chart's width
 FIELDS = ("generator", "prompt", "features", "mode", "seed", "steps", "guidance", "start", "stop", "concept",
           "conditional_only", "sweep")
 
@@ -154,6 +155,10 @@ def sweep_job(atlas: Atlas, service: SteeringService, params: dict[str, Any]) ->
     return sweep_board(service).get_or_start(spec)
 
 
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 def sweep_view(atlas: Atlas, status: dict[str, Any], user_labels: dict[int, str]) -> dict[str, Any]:
     """A sweep's status for the page: the target's label, and when done the chart of its energy against strength."""
     concept = status["concept"]
@@ -169,9 +174,8 @@ def sweep_view(atlas: Atlas, status: dict[str, Any], user_labels: dict[int, str]
         strengths = ", ".join(f"{s:g}" for s in status["strengths"])
         view["chart"] = lines(series, emphasise=SERIES["attributed"],
                               x_label=f"strength, as a multiple of the form's ({strengths}); 0 = unsteered",
-                              y_label=f"energy of concept {concept}",
-                              title=f"concept {concept} {view['label']}: energy against strength, mean of "
-                                    f"{len(status['seeds'])} seeds")
+                              y_label=f"energy, mean of {len(status['seeds'])} seeds",
+                              title=_short(f"concept #{concept} {view['label']}", TITLE_CHARS))
     return view
 
 
