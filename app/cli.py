@@ -514,15 +514,25 @@ def eval_stability(config_path: Path, out: Path, seed: int, work: Path | None, m
                       f"concepts (mean best cosine {r['mean_best_cosine']:.3f})")
 
 
+def _strength_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers such as 1,4, got {value!r}") from None
+
+
 @evaluate.command("steer")
 @click.argument("atlas", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--generator", default="world-model", show_default=True, help="Generator with an internal lens.")
 @click.option("--concepts", type=click.IntRange(1), default=5, show_default=True,
-              help="Most suppressed concepts (with attributed features) to try.")
+              help="Most suppressed concepts (with proposed features) to try.")
 @click.option("--features", type=click.IntRange(1), default=3, show_default=True,
-              help="Most attributed features steered per concept; the control steers as many random ones.")
-@click.option("--strength", type=float, default=10.0, show_default=True,
-              help="Per feature: activation units added (--mode add) or scale - 1 (--mode scale).")
+              help="Proposed features steered per concept; the control steers as many random ones.")
+@click.option("--strength", type=float, default=None,
+              help="Headline strength per feature: multiples of its typical activation (--mode add, default 1) "
+                   "or scale - 1 (--mode scale, default 1).")
+@click.option("--doses", default="", callback=_strength_list,
+              help="Further strengths for the dose-response, comma-separated (default: half and twice the headline).")
 @click.option("--mode", type=click.Choice(["add", "scale"]), default="add", show_default=True)
 @click.option("--seeds", default="0,1", show_default=True, callback=_seed_list, help="Generation seeds, comma-separated.")
 @click.option("--prompts", type=click.IntRange(1), default=4, show_default=True,
@@ -530,47 +540,96 @@ def eval_stability(config_path: Path, out: Path, seed: int, work: Path | None, m
 @click.option("--steps", type=click.IntRange(1), default=None, help="Denoising steps (default: the generator's).")
 @click.option("--max-delta", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Try concepts with delta below this instead of those flagged suppressed.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_steer(atlas: Path, generator: str, concepts: int, features: int, strength: float, mode: str,
-               seeds: tuple[int, ...], prompts: int, steps: int | None, max_delta: float | None,
-               as_json: bool) -> None:
-    """Steer the suppressed concepts of ATLAS with their most attributed internal features.
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="Time limit of each steer in seconds (default: none); a steer past it is listed as failed.")
+@click.option("--min-auroc", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Probe floor: concepts whose probe's held-out AUROC is lower are left out (default 0.75).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (valid JSON in every case).")
+def eval_steer(atlas: Path, generator: str, concepts: int, features: int, strength: float | None,
+               doses: tuple[float, ...], mode: str, seeds: tuple[int, ...], prompts: int, steps: int | None,
+               max_delta: float | None, timeout_s: float | None, min_auroc: float | None, as_json: bool) -> None:
+    """Steer the suppressed concepts of ATLAS with their proposed internal features, against random features.
 
-    For each suppressed concept of the generator: steer with its most attributed
-    internal features, and with as many random scored features as a control, on
-    captions whose real image shows the concept; report how often and by how much
-    the concept's output-lens energy rose against the unsteered image (same seed).
-    Images are cached beside the atlas (ATLAS.cache/steer), so a re-run is quick.
+    For each suppressed concept of the generator whose probe passes the floor: steer
+    with the internal features whose increase raises it, and with as many random
+    scored features as a control, at each strength, on captions whose real image
+    shows the concept; report how often and by how much the concept's output-lens
+    energy rose against the unsteered image (same seed), the specificity (its change
+    over the other concepts' mean absolute change) and the dose-response. A steer that
+    fails is listed with its reason and the run goes on; the exit code is 1 only when
+    nothing could be measured. Images are cached beside the atlas (ATLAS.cache/steer),
+    so a re-run is quick.
     """
     import json
 
     from backend.atlas import Atlas
-    from backend.steer_eval import SteerEvalSettings, evaluate_steering, planned_steers
+    from backend.internal import PROBE_FLOOR
+    from backend.steer_eval import SteerEvalSettings, SteerEvaluation, report
+    from backend.steering_inputs import DEFAULT_STRENGTH
 
     Atlas(atlas).close()  # fail now, with the reason, if the folder is not a readable atlas
-    settings = SteerEvalSettings(concepts=concepts, features=features, strength=strength, mode=mode, seeds=seeds,
-                                 prompts=prompts, steps=steps, max_delta=max_delta)
-    with progress_bar(planned_steers(settings), "steer", "img") as advance:
-        report = evaluate_steering(atlas, generator, settings, progress=advance)
+    strength = DEFAULT_STRENGTH[mode] if strength is None else strength
+    settings = SteerEvalSettings(concepts=concepts, features=features, strength=strength,
+                                 doses=doses or (strength / 2, strength * 2), mode=mode, seeds=seeds, prompts=prompts,
+                                 steps=steps, max_delta=max_delta, timeout_s=timeout_s,
+                                 min_auroc=PROBE_FLOOR if min_auroc is None else min_auroc)
+    try:
+        evaluation = SteerEvaluation.plan(atlas, generator, settings)
+    except (BlindspotError, LookupError) as exc:
+        if not as_json:
+            raise
+        click.echo(json.dumps(report(generator, settings, [], [], [], str(exc)), indent=2))
+        sys.exit(1)
+    with progress_bar(len(evaluation.steers), "steer", "steer") as advance:
+        result = evaluation.run(progress=advance)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _steer_table(result)
+    if not result["steers"]["done"]:
+        if not as_json:
+            console.print(f"[red]nothing measured:[/] {result['error'] or 'every steer failed'}")
+        sys.exit(1)
+
+
+def _steer_table(result: dict) -> None:
+    """The eval steer report as console tables: per concept at the headline strength, the dose-response, failures."""
     from rich.table import Table
 
     def cells(arm: dict) -> list[str]:
         if not arm["trials"]:
-            return ["-", "-", "-"]
-        return [f"{arm['raised']:.0%} of {arm['trials']}", f"{arm['mean_change']:+.3f}", f"{arm['median_change']:+.3f}"]
+            return ["-", "-", "-", "-"]
+        specificity = "-" if arm["specificity"] is None else f"{arm['specificity']:.2f}"
+        return [f"{arm['raised']:.0%} of {arm['trials']}", f"{arm['mean_change']:+.3f}",
+                f"{arm['median_change']:+.3f}", specificity]
 
-    table = Table("concept", "delta", "steered with", "features", "energy rose", "mean change", "median change")
-    for row in report["concepts"]:
+    strength = result["settings"]["strength"]
+    table = Table("concept", "delta", "AUROC", "steered with", "features", "energy rose", "mean change",
+                  "median change", "specificity", title=f"strength {strength:g} ({result['settings']['mode']} mode)")
+    for row in result["concepts"]:
         for arm in ("attributed", "control"):
             first = arm == "attributed"
-            table.add_row(escape(f"{row['concept']} {row['label']}") if first else "", f"{row['delta']:.3f}" if first else "",
-                          arm, ", ".join(map(str, row[arm]["features"])), *cells(row[arm]))
+            auroc = "-" if row["probe_auroc"] is None else f"{row['probe_auroc']:.2f}"
+            table.add_row(escape(f"{row['concept']} {row['label']}") if first else "",
+                          f"{row['delta']:.3f}" if first else "", auroc if first else "", arm,
+                          ", ".join(map(str, row[arm]["features"])), *cells(row[arm]))
     for arm in ("attributed", "control"):
-        table.add_row("all" if arm == "attributed" else "", "", arm, "", *cells(report["overall"][arm]))
+        table.add_row("all" if arm == "attributed" else "", "", "", arm, "", *cells(result["overall"][arm]))
     console.print(table)
+    doses = Table("strength", "arm", "energy rose", "mean change", "median change", "specificity",
+                  title="dose-response (all concepts)")
+    for dose in result["dose_response"]:
+        for arm in ("attributed", "control"):
+            doses.add_row(f"{dose['strength']:g}" if arm == "attributed" else "", arm, *cells(dose[arm]))
+    console.print(doses)
+    for row in result["skipped"]:
+        console.print(f"[yellow]left out:[/] concept {row['concept']} {row['label']}: {row['reason']}")
+    steers = result["steers"]
+    console.print(f"steers: {steers['planned']} planned, {steers['done']} done, {steers['failed']} failed")
+    for failure in result["failures"]:
+        console.print(f"[red]failed:[/] concept {failure['concept']} {failure['arm']} strength {failure['strength']:g} "
+                      f"seed {failure['seed']} \"{failure['prompt']}\": {failure['reason']}")
+
 
 def main() -> None:
     """Console-script entry: run the CLI, turning input errors into one clear message."""

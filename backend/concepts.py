@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
@@ -20,6 +19,7 @@ from PIL import Image
 from backend.atlas import NotFound
 from backend.cards import STAT_COLUMNS, CardIndex
 from backend.explorer import Explorer
+from backend.internal import steer_proposal
 
 # Heatmap colours (inferno anchors); alpha follows the activation, so where the concept is absent the image shows.
 HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=float)
@@ -100,14 +100,9 @@ def _attributions(explorer: Explorer, concept: int, model: str, top: int = 8) ->
     features = explorer.atlas.rows(f"""
         SELECT a.rank, a.feature, a.score, {columns} FROM attributions a {join}
         WHERE a.source_id = ? AND a.concept = ? ORDER BY a.rank LIMIT ?""", [model, concept, top])
-    probe = None
-    if "attribution_probes" in explorer.tables:
-        found = explorer.atlas.rows("SELECT positives, auroc FROM attribution_probes WHERE source_id = ? AND concept = ?",
-                                    [model, concept])
-        probe = found[0] if found else None
-    ids = ",".join(str(f["feature"]) for f in features[:3])
-    return {"features": features, "probe": probe,
-            "steer_url": f"/steer?generator={quote(model)}&features={ids}&concept={concept}" if features else None}
+    proposal = steer_proposal(explorer.atlas, model, concept)  # what "steer with these" steers, or why nothing
+    return {"features": features, "probe": proposal["probe"], "steer_url": proposal["steer_url"],
+            "steer_refused": proposal["refused"], "steer_mode": proposal["mode"], "probe_floor": proposal["floor"]}
 
 
 def concept_card(explorer: Explorer, concept: int, model: str) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from backend.atlas import Atlas, NotFound
 from precompute.errors import BlindspotError
 
 ATTRIBUTED_CONCEPTS = 10  # concepts listed on a feature's card, most attributed first
+PROPOSED_FEATURES = 3  # features a concept card proposes to steer with
+# A probe whose held-out AUROC is below this is not trusted to say which features drive its concept: steering
+# proposes none for it (README, "Steering over HTTP", has the measurement behind the value).
+PROBE_FLOOR = 0.75
 
 
 class NoInternalLens(BlindspotError):
@@ -101,15 +105,59 @@ def concept_features(atlas: Atlas, concept: int, generator: str | None = None, l
         SELECT a.rank, a.feature, a.score, f.minority, f.frequency, f.kept, f.minority_rank, f.label
         FROM attributions a LEFT JOIN internal_features f ON f.source_id = a.source_id AND f.feature = a.feature
         WHERE a.source_id = ? AND a.concept = ? ORDER BY a.rank LIMIT ?""", [generator, concept, limit])
+    proposal = steer_proposal(atlas, generator, concept)
     return {"generator": generator, "concept": concept, "label": known[0]["label"], "lens": lens,
-            "probe": probe[0] if probe else None, "features": features}
+            "probe": probe[0] if probe else None, "probe_floor": proposal["floor"], "features": features,
+            "proposal": {k: proposal[k] for k in ("direction", "mode", "strength", "refused", "steer_url")}
+            | {"features": [f["feature"] for f in proposal["features"]]}}
 
 
-def attributed_features(atlas: Atlas, generator: str, concept: int, count: int) -> list[int]:
-    """The ``count`` features most attributed to ``concept`` (rank order), for steering."""
-    return [r["feature"] for r in atlas.rows(
-        "SELECT feature FROM attributions WHERE source_id = ? AND concept = ? ORDER BY rank LIMIT ?",
-        [generator, concept, count])]
+def steer_proposal(atlas: Atlas, generator: str, concept: int, count: int = PROPOSED_FEATURES,
+                   floor: float = PROBE_FLOOR, direction: str | None = None) -> dict[str, Any]:
+    """What to steer ``concept`` with, or why nothing is proposed (``refused``).
+
+    The features are those whose increase raises the concept's probe (a positive integrated
+    gradient, rank order). A suppressed concept is brought back by adding them (add mode at
+    the default strength, in each feature's own units); an exaggerated one is lowered by
+    removing them (scale mode, strength -1). ``direction``: 'suppressed' or 'exaggerated'
+    (default: the concept's flag under ``generator``, suppressed when unflagged). Refused,
+    with the reason, when no probe was fitted, its held-out AUROC is below ``floor``, or no
+    feature raises the concept.
+    """
+    from backend.steering_inputs import DEFAULT_STRENGTH
+
+    if direction is None:
+        flags = atlas.rows("SELECT exaggerated FROM concept_stats WHERE source_id = ? AND concept = ?",
+                           [generator, concept])
+        direction = "exaggerated" if flags and flags[0]["exaggerated"] else "suppressed"
+    if direction not in ("suppressed", "exaggerated"):
+        raise BlindspotError(f"direction must be 'suppressed' or 'exaggerated', got {direction!r}")
+    found = atlas.rows("SELECT positives, auroc FROM attribution_probes WHERE source_id = ? AND concept = ?",
+                       [generator, concept])
+    probe = found[0] if found else None
+    features = atlas.rows("""
+        SELECT a.rank, a.feature, a.score FROM attributions a
+        WHERE a.source_id = ? AND a.concept = ? AND a.score > 0 ORDER BY a.rank LIMIT ?""",
+                          [generator, concept, count])
+    refused = None
+    if probe is None or probe["auroc"] is None:
+        positives = probe["positives"] if probe else 0
+        refused = (f"no probe was fitted for concept {concept}: it is present in {positives} of {generator}'s "
+                   "images, too few (or too many) to learn which internal features drive it")
+    elif probe["auroc"] < floor:
+        refused = (f"the probe of concept {concept} reaches a held-out AUROC of {probe['auroc']:.3f}, below the "
+                   f"floor of {floor:.3g}: its attribution is not trusted, so no feature is proposed")
+    elif not features:
+        refused = f"no internal feature of {generator} raises concept {concept}'s probe"
+    mode, strength = ("add", DEFAULT_STRENGTH["add"]) if direction == "suppressed" else ("scale", -1.0)
+    chosen = [] if refused else features
+    steer_url = None
+    if chosen:
+        edits = ",".join(f"{f['feature']}:{strength:g}" for f in chosen)
+        steer_url = (f"/steer?generator={quote(generator)}&features={quote(edits, safe=':,')}&mode={mode}"
+                     f"&concept={concept}&sweep=true")
+    return {"generator": generator, "concept": concept, "direction": direction, "probe": probe, "floor": floor,
+            "refused": refused, "features": chosen, "mode": mode, "strength": strength, "steer_url": steer_url}
 
 
 def scored_features(atlas: Atlas, generator: str) -> list[int]:

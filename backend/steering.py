@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from backend.atlas import Atlas, NotFound
-from backend.steering_inputs import SteeringLimits, SteerRequest, cache_key, validate_request
+from backend.steering_inputs import SteeringInputError, SteeringLimits, SteerRequest, cache_key, validate_request
 from precompute.config import DiffusersGeneratorConfig, WorldModelGeneratorConfig
 from precompute.errors import ConfigError
 
@@ -85,7 +85,10 @@ class SteeringParts:
     ``point``: the hooked module the internal SAE reads (``unet.mid_block``);
     ``size``: (width, height) of the generated images, for the world model the
     world's image size (its 32x32 output is resized, bicubic, as the generate stage
-    does); None: the generator's own.
+    does); None: the generator's own. ``typical``: per feature of the internal SAE its
+    typical activation where it fires (the internal stage's ``internal_feature_scales``,
+    NaN for a feature that never fired), the unit of add-mode strengths; None: add mode
+    is refused (a bare SAE has no measured activations).
     """
 
     generator: WorldModelGeneratorConfig | DiffusersGeneratorConfig
@@ -97,9 +100,10 @@ class SteeringParts:
     patch_tokens_only: bool = False
     size: tuple[int, int] | None = None
     device: str = "auto"
+    typical: tuple[float, ...] | None = field(default=None, repr=False)
 
 
-def _sae_width(folder: Path, what: str) -> int:
+def sae_width(folder: Path, what: str) -> int:
     path = Path(folder) / "config.json"
     try:
         return int(json.loads(path.read_text())["n_concepts"])
@@ -131,8 +135,8 @@ class SteeringService:
     def __init__(self, parts: SteeringParts, limits: SteeringLimits | None = None):
         self.parts = parts
         self.limits = limits or SteeringLimits()
-        self.n_features = _sae_width(parts.internal_sae, "internal")
-        self.n_concepts = _sae_width(parts.output_sae, "output-lens")
+        self.n_features = sae_width(parts.internal_sae, "internal")
+        self.n_concepts = sae_width(parts.output_sae, "output-lens")
         self.cache = Path(parts.cache)
         self._identity: str | None = None
         self._models: dict[str, Any] | None = None
@@ -143,6 +147,9 @@ class SteeringService:
         self._job: JobProgress | None = None
         self._step_s: float | None = None
         self._measure_s = 0.0
+        self._load_lock = threading.Lock()
+        self._closed = False
+        self._seconds_per_job = 5.0  # running mean of a whole request, for a sweep's estimate
 
     # -- construction from an atlas ------------------------------------------------------
 
@@ -160,6 +167,15 @@ class SteeringService:
     def generator(self) -> str:
         return self.parts.generator.name
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def seconds_per_job(self) -> float:
+        """A running mean of the seconds one queued request takes (for Retry-After)."""
+        return self._seconds_per_job
+
     def default_size(self) -> tuple[int, int]:
         if self.parts.size is not None:
             return self.parts.size
@@ -171,10 +187,28 @@ class SteeringService:
 
     def request(self, **fields: Any) -> SteerRequest:
         """Validate raw request fields (``SteeringInputError`` naming the bad one)."""
-        return validate_request(self.limits, n_features=self.n_features, n_concepts=self.n_concepts,
-                                default_steps=self.parts.generator.steps,
-                                default_guidance=self.parts.generator.guidance,
-                                default_size=self.default_size(), **fields)
+        request = validate_request(self.limits, n_features=self.n_features, n_concepts=self.n_concepts,
+                                   default_steps=self.parts.generator.steps,
+                                   default_guidance=self.parts.generator.guidance,
+                                   default_size=self.default_size(), **fields)
+        if request.mode == "add":
+            self.typical_activations(request)
+        return request
+
+    def typical_activations(self, request: SteerRequest) -> list[float]:
+        """Each edited feature's typical activation (the unit of its add-mode strength); ``SteeringInputError``
+        when the atlas measured none or the feature never fired on the captured activations."""
+        if self.parts.typical is None:
+            raise SteeringInputError("add mode needs the internal features' typical activations, which this "
+                                     "steering service was not given (the internal stage measures them); "
+                                     "use scale mode")
+        typical = [self.parts.typical[e.feature] for e in request.edits]
+        silent = [e.feature for e, t in zip(request.edits, typical) if not np.isfinite(t) or t <= 0]
+        if silent:
+            raise SteeringInputError(f"feature(s) {silent} never fired on {self.generator}'s captured activations, "
+                                     "so add mode has no unit for them (strengths are multiples of a feature's "
+                                     "typical activation); choose features that fire")
+        return typical
 
     def identity(self) -> str:
         """What the cached images depend on besides the request: generator, SAEs, lens (by content)."""
@@ -189,7 +223,8 @@ class SteeringService:
             self._identity = json.dumps([
                 generator.model_dump(mode="json"), weights, self.parts.point,
                 file_digest(self.parts.internal_sae / "model.safetensors"), self.parts.energy_model,
-                file_digest(self.parts.output_sae / "model.safetensors"), self.parts.patch_tokens_only])
+                file_digest(self.parts.output_sae / "model.safetensors"), self.parts.patch_tokens_only,
+                None if self.parts.typical is None else cache_key("typical", {"values": list(self.parts.typical)})])
         return self._identity
 
     def keys(self, request: SteerRequest) -> tuple[str, str]:
@@ -206,9 +241,13 @@ class SteeringService:
         return self._result(request, baseline_key, baseline, steered_key, steered, cached=True)
 
     def submit(self, request: SteerRequest) -> Future:
-        """Queue a request for the worker; its future gives the result. ``SteeringBusy`` when the queue is full."""
+        """Queue a request for the worker; its future gives the result. ``SteeringBusy`` when the queue is full;
+        ``SteeringTimeout`` once the service is closed (a background sweep then stops instead of restarting it)."""
+        if self._closed:
+            raise SteeringTimeout("the steering service was shut down")
         future: Future = Future()
-        deadline = time.monotonic() + self.limits.timeout_s
+        limit = self.limits.timeout_s
+        deadline = time.monotonic() + limit if limit is not None else float("inf")
         self._ensure_worker()
         try:
             self._queue.put_nowait((request, future, deadline))
@@ -235,6 +274,13 @@ class SteeringService:
         """The result of a request: from the cache, or made by the worker (blocking until done)."""
         return self.cached(request) or self.submit(request).result()
 
+    def energy_vectors(self, result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(baseline, steered) output-lens energies of every concept for a result of this service."""
+        records = [self._record(result[side]["key"]) for side in ("baseline", "steered")]
+        if any(r is None for r in records):
+            raise NotFound("the steering cache no longer holds this result's images")
+        return _dense(records[0], self.n_concepts), _dense(records[1], self.n_concepts)
+
     def image_path(self, key: str) -> Path:
         """The cached PNG of a key; a malformed or unknown key is NotFound (nothing outside the cache)."""
         if len(key) != KEY_LENGTH or any(c not in "0123456789abcdef" for c in key):
@@ -245,7 +291,8 @@ class SteeringService:
         return path
 
     def close(self) -> None:
-        """Stop the worker after the job it is running; queued requests fail."""
+        """Stop the worker after the job it is running; queued requests fail, and so do later ones."""
+        self._closed = True
         worker = self._worker
         if worker is None:
             return
@@ -282,16 +329,18 @@ class SteeringService:
             request, future, deadline = job
             if not future.set_running_or_notify_cancel():
                 continue
+            started = time.monotonic()
             try:
                 future.set_result(self._run(request, deadline))
             except BaseException as exc:  # the caller sees every failure; the worker goes on
                 future.set_exception(exc)
             finally:
                 self._job = None
+            self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
 
     def _run(self, request: SteerRequest, deadline: float) -> dict[str, Any]:
         if time.monotonic() > deadline:
-            raise SteeringTimeout(f"the request waited past the {self.limits.timeout_s:g} s limit in the queue")
+            raise SteeringTimeout(f"the request waited past the {self.limits.timeout_s:g} s time limit in the queue")
         baseline_key, steered_key = self.keys(request)
         missing = sum(self._record(key) is None for key in (baseline_key, steered_key))
         self._job = JobProgress(steps=missing * request.steps, steps_per_image=request.steps)
@@ -305,9 +354,18 @@ class SteeringService:
             steered = self._make(models, request, self._steering(request, models), steered_key, deadline)
         return self._result(request, baseline_key, baseline, steered_key, steered, cached=False)
 
+    def load(self) -> None:
+        """Load the models now, in the caller's thread: a batch evaluation does it before its first timed steer,
+        so that no steer's time limit pays for the loading."""
+        self._load()
+
     def _load(self) -> dict[str, Any]:
-        if self._models is not None:
+        with self._load_lock:
+            if self._models is None:
+                self._models = self._load_models()
             return self._models
+
+    def _load_models(self) -> dict[str, Any]:
         from precompute.encoders import load_energy_model
         from precompute.generators.registry import load_diffusers, load_world_model
         from precompute.progress import quiet_library_bars
@@ -324,17 +382,21 @@ class SteeringService:
         lens = Lens.from_parts(load_energy_model(self.parts.energy_model, device=device),
                                load_sae(self.parts.output_sae, device=device), self.parts.patch_tokens_only)
         internal_sae = load_sae(self.parts.internal_sae, device=device)
-        self._models = {"pipeline": pipeline, "internal_sae": internal_sae, "lens": lens}
         log.info("steering %s: models loaded in %.2f s", self.generator, time.perf_counter() - started)
-        return self._models
+        return {"pipeline": pipeline, "internal_sae": internal_sae, "lens": lens}
 
     def _steering(self, request: SteerRequest, models: dict[str, Any]):
         from precompute.generators.registry import capture_config
-        from precompute.generators.steering import SteeringConfig
+        from precompute.generators.steering import FeatureEdit, SteeringConfig
 
         # the guidance layout as capture decides it: [uncond, cond] when guidance > 1, except distilled (FLUX)
         guided = capture_config((self.parts.point,), (-1,), request.steps, request.guidance, models["pipeline"]).guided
-        return SteeringConfig(point=self.parts.point, edits=request.edits, mode=request.mode,
+        edits = request.edits
+        if request.mode == "add":  # the hook adds activation units along unit directions: strength x typical x |W_f|
+            norms = models["internal_sae"].dictionary.detach()[list(request.features)].norm(dim=-1).tolist()
+            edits = tuple(FeatureEdit(e.feature, e.strength * t * n)
+                          for e, t, n in zip(edits, self.typical_activations(request), norms))
+        return SteeringConfig(point=self.parts.point, edits=edits, mode=request.mode,
                               steps=request.step_range, guided=guided, conditional_only=request.conditional_only)
 
     def _make(self, models: dict[str, Any], request: SteerRequest, steering, key: str,
@@ -413,7 +475,11 @@ class SteeringService:
             return [{"concept": int(c), "baseline": float(b), "steered": float(a), "difference": float(d)}
                     for c, b, a, d in zip(index, before[index], after[index], change[index])]
 
-        return {"generator": self.generator, "request": request.to_dict(), "cached": cached,
+        described = request.to_dict()
+        if request.mode == "add":  # what a strength of 1 means for each feature, in the SAE's codes
+            for edit, typical in zip(described["edits"], self.typical_activations(request)):
+                edit["typical_activation"] = float(typical)
+        return {"generator": self.generator, "request": described, "cached": cached,
                 "baseline": {"key": baseline_key, "generate_s": baseline["generate_s"]},
                 "steered": {"key": steered_key, "generate_s": steered["generate_s"]},
                 "effect": effect(request.concepts), "largest_changes": effect(moved)}

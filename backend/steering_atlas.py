@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from backend.atlas import Atlas, NotFound
 from backend.internal import internal_lenses
 from backend.steering import SteeringParts, SteeringService
@@ -34,15 +36,16 @@ def atlas_parts(atlas: Atlas | Path, generator: str | None = None, *, cache: Pat
     opened = atlas if isinstance(atlas, Atlas) else Atlas(Path(atlas))
     try:
         info, lenses = opened.info(), internal_lenses(opened)
+        if generator is None:
+            if len(lenses) != 1:
+                raise SteeringInputError(f"the atlas has an internal lens for {sorted(lenses)}; name the generator")
+            generator = next(iter(lenses))
+        if generator not in lenses:
+            raise NotFound(f"no internal lens for generator {generator!r}; the atlas has {sorted(lenses)}")
+        typical = typical_activations(opened, generator, opened.root / lenses[generator]["sae"])
     finally:
         if opened is not atlas:
             opened.close()
-    if generator is None:
-        if len(lenses) != 1:
-            raise SteeringInputError(f"the atlas has an internal lens for {sorted(lenses)}; name the generator")
-        generator = next(iter(lenses))
-    if generator not in lenses:
-        raise NotFound(f"no internal lens for generator {generator!r}; the atlas has {sorted(lenses)}")
     root = opened.root
     config = parse_config(json.loads(info["config"]), base=root, origin=f"{root} atlas_info.config")
     chosen = {g.name: g for g in config.generators}.get(generator)
@@ -56,7 +59,19 @@ def atlas_parts(atlas: Atlas | Path, generator: str | None = None, *, cache: Pat
     return SteeringParts(generator=chosen, internal_sae=root / lens["sae"], point=lens["point"],
                          energy_model=config.encode.energy_model, output_sae=root / OUTPUT_SAE,
                          cache=cache or default_cache(root), patch_tokens_only=config.encode.patch_tokens_only,
-                         size=size, device=device)
+                         size=size, device=device, typical=typical)
+
+
+def typical_activations(atlas: Atlas, generator: str, sae: Path) -> tuple[float, ...]:
+    """Per feature of the generator's internal SAE its typical activation (``internal_feature_scales``; NaN for a
+    feature that never fired, or one the table lacks)."""
+    from backend.steering import sae_width
+
+    typical = np.full(sae_width(sae, "internal"), np.nan)
+    table = atlas.arrow("SELECT feature, typical FROM internal_feature_scales "
+                        "WHERE source_id = ? AND typical IS NOT NULL AND feature < ?", [generator, typical.size])
+    typical[table.column("feature").to_numpy()] = table.column("typical").to_numpy()
+    return tuple(typical.tolist())
 
 
 def steering_services(atlas: Atlas, **options: Any) -> tuple[dict[str, SteeringService], str | None]:

@@ -18,6 +18,8 @@ from precompute.errors import BlindspotError, ConfigError
 from precompute.generators.steering import MODES, FeatureEdit
 
 SEED_LIMIT = 2**63 - 1  # torch.Generator.manual_seed takes 63-bit seeds
+# add: multiples of each feature's typical activation; scale: 1 doubles the feature where it fires
+DEFAULT_STRENGTH = {"add": 1.0, "scale": 1.0}
 
 
 class SteeringInputError(BlindspotError):
@@ -29,14 +31,18 @@ class SteeringLimits:
     """Bounds of a request, and the service's queue and time limit.
 
     Scale-mode strengths multiply a feature by ``1 + strength``: -1 removes it,
-    ``max_scale`` is the largest amplification. Add-mode strengths are in activation
-    units of the hooked point (the world model's bottleneck vectors have norm 13-16).
+    ``max_scale`` is the largest amplification. Add-mode strengths are multiples of each
+    feature's typical activation (the 90th percentile of its code where it fires), so
+    ``max_add`` means the same for every feature and every model.
+    ``timeout_s``: each request's time limit, counted from its submission (the server's
+    guard against a runaway request); None: no limit (batch evaluations, which record a
+    failed steer and go on instead).
     """
 
     max_prompt_chars: int = 300
     max_features: int = 8
     max_scale: float = 20.0
-    max_add: float = 200.0
+    max_add: float = 50.0
     min_steps: int = 1
     max_steps: int = 100
     max_guidance: float = 30.0
@@ -44,12 +50,13 @@ class SteeringLimits:
     max_size: int = 1024
     max_concepts: int = 32
     queue_size: int = 4
-    timeout_s: float = 60.0
+    timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
-        if self.queue_size < 1 or self.timeout_s <= 0 or self.min_steps < 1 or self.max_steps < self.min_steps:
-            raise ConfigError(f"steering limits need queue_size >= 1, timeout_s > 0 and 1 <= min_steps <= max_steps, "
-                              f"got {self}")
+        if self.queue_size < 1 or (self.timeout_s is not None and not self.timeout_s > 0) or self.min_steps < 1 \
+                or self.max_steps < self.min_steps:
+            raise ConfigError(f"steering limits need queue_size >= 1, timeout_s > 0 (or None: no limit) and "
+                              f"1 <= min_steps <= max_steps, got {self}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,10 @@ class SteerRequest:
     step_range: tuple[int, int] | None
     conditional_only: bool
     concepts: tuple[int, ...]
+
+    @property
+    def features(self) -> tuple[int, ...]:
+        return tuple(e.feature for e in self.edits)
 
     def baseline_params(self) -> dict[str, Any]:
         """What the unsteered image depends on: it is made once per these and reused."""

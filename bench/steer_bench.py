@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from backend.steering_inputs import DEFAULT_STRENGTH  # noqa: E402
 from precompute.generators.steering import FeatureEdit, SteeringConfig, apply_steering  # noqa: E402
 
 PROMPT = "a picture of three small red stars on a wooden table"
@@ -70,7 +71,7 @@ async def measure(atlas: Path, steps: int, repeats: int, cached_n: int) -> dict:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
                                      timeout=120) as client:
             service = next(iter(app.state.steering.values()))
-            features = [[f, 10.0] for f in range(3)]
+            features = [[f, DEFAULT_STRENGTH["add"]] for f in range(3)]  # typical activations of each feature
 
             async def post(seed: int) -> float:
                 started = time.perf_counter()
@@ -79,9 +80,10 @@ async def measure(atlas: Path, steps: int, repeats: int, cached_n: int) -> dict:
                 answer.raise_for_status()
                 return time.perf_counter() - started
 
-            first = await post(10_000)
-            cold = [await post(10_001 + i) for i in range(repeats)]
-            cached = [await post(10_000) for _ in range(cached_n)]
+            base = time.time_ns() % 10**12  # seeds no earlier run used: an atlas's steering cache never answers
+            first = await post(base)
+            cold = [await post(base + 1 + i) for i in range(repeats)]
+            cached = [await post(base) for _ in range(cached_n)]
             return {"first": first, "cold": cold, "cached": cached, "pipeline": service._models["pipeline"],
                     "sae": service._models["internal_sae"], "point": service.parts.point,
                     "guidance": service.parts.generator.guidance}

@@ -56,6 +56,16 @@ def fit_internal_sae(out: Path, pipeline=None, n_prompts: int = 16, train_steps:
     return sae.save_pretrained(out)
 
 
+def activation_scale(internal_sae: Path, n_prompts: int = 16):
+    """Each feature's firing count and typical activation (the internal stage's measure, ``ActivationScale``) on the
+    bottleneck the SAE was fitted on."""
+    from precompute.internal.codes import pool_codes
+    from precompute.sae import load_sae
+
+    positions = capture_bottleneck(load_world_pipeline(), world_captions(n_prompts))
+    return pool_codes(load_sae(internal_sae), positions, torch.zeros(positions.shape[0], dtype=torch.long), 1).scale
+
+
 def fit_output_sae(out: Path, n_images: int = 24) -> Path:
     """A TopK SAE (128 -> 32 concepts, k 4) on world-encoder tokens of rendered world images."""
     from precompute.encoders import load_energy_model
@@ -100,9 +110,14 @@ def add_internal_lens(atlas: Path, internal_sae: Path, output_sae: Path, generat
     sae = load_sae(internal_sae)
     entry = {generator: {"point": POINT, "step": -1, "sae": relative, "channels": sae.input_dim,
                          "grid": [4, 4], "scored_features": sae.config.group_sizes[0]}}
+    scale = activation_scale(internal_sae)
     with duckdb.connect(str(atlas / "atlas.duckdb")) as db:
         db.execute("DELETE FROM atlas_info WHERE key = 'internal'")
         db.execute("INSERT INTO atlas_info VALUES ('internal', ?)", [json.dumps(entry)])
+        db.execute("DELETE FROM internal_feature_scales WHERE source_id = ?", [generator])
+        db.executemany("INSERT INTO internal_feature_scales VALUES (?, ?, ?, ?)",
+                       [(generator, f, n, t if n else None)
+                        for f, (n, t) in enumerate(zip(scale.fired.tolist(), scale.typical.tolist()))])
     return atlas
 
 

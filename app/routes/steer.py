@@ -5,6 +5,12 @@ bad inputs 422 (the app's BlindspotError handler), a full queue 429 with
 Retry-After, a request past the time limit 503, an atlas without an internal lens 409.
 The panel's result fragment (``/steer/result``) carries the same status codes, with
 the reason written in the fragment (a full queue retries by itself after Retry-After).
+
+A sweep (``/steer/sweep``, JSON twin ``/api/steer/sweep``, both GET with the panel's
+parameters) is named by those parameters: the first call starts it in the background
+and every call answers its progress (202 while it runs; the fragment polls itself)
+until the dose-response is there (200). A steer of a sweep past the time limit is
+listed as failed, so a long sweep never ends in a 503.
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
 from backend.atlas import NotFound
-from backend.steer_page import FIELDS, labelled_result, panel_data, request_fields
+from backend.steer_page import FIELDS, labelled_result, panel_data, request_fields, sweep_job, sweep_view
 from backend.steering import SteeringBusy, SteeringService
 from backend.steering_inputs import SteeringInputError, SteerRequest
 from precompute.errors import BlindspotError
@@ -97,7 +103,8 @@ async def run_steer(service: SteeringService, steer_request: SteerRequest) -> di
         except SteeringBusy as busy:
             raise HTTPException(429, detail=str(busy), headers={"Retry-After": str(busy.retry_after)}) from None
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(future), service.limits.timeout_s + WAIT_GRACE_S)
+            limit = service.limits.timeout_s
+            result = await asyncio.wait_for(asyncio.wrap_future(future), limit + WAIT_GRACE_S if limit else None)
         except TimeoutError as exc:  # SteeringTimeout from the worker, or the guard above
             raise HTTPException(503, detail=str(exc) or "the steering request timed out") from None
     return result
@@ -137,6 +144,46 @@ async def steer_result(request: Request, atlas: AtlasDep, templates: TemplatesDe
     except BlindspotError as exc:
         status, data["error"] = 422, str(exc)
     return templates.TemplateResponse(request, "_steer_result.html", data, status_code=status)
+
+
+SWEEP_POLL_S = 1  # how often the panel asks a running sweep for its progress
+
+
+def _sweep_status(request: Request, atlas) -> dict[str, Any]:
+    params = panel_params(request)
+    service = service_for(request, params["generator"])
+    return sweep_job(atlas, service, params).status()
+
+
+@router.get("/api/steer/sweep")
+async def steer_sweep_status(request: Request, atlas: AtlasDep) -> JSONResponse:
+    """Start (or find) the sweep of the panel's parameters and answer its progress: 202 while it runs, 200 with
+    the dose-response of both arms when done; a sweep already at the limit of running ones is 429."""
+    try:
+        status = await run_in_threadpool(_sweep_status, request, atlas)
+    except SteeringBusy as busy:
+        raise HTTPException(429, detail=str(busy), headers={"Retry-After": str(busy.retry_after)}) from None
+    return JSONResponse(status, status_code=200 if status["status"] == "done" else 202)
+
+
+@router.get("/steer/sweep", response_class=HTMLResponse)
+async def steer_sweep(request: Request, atlas: AtlasDep, templates: TemplatesDep,
+                      labels: UserLabelsDep) -> HTMLResponse:
+    """The sweep's fragment: its progress (polling itself every second) or, when done, the dose-response chart."""
+    status, data = 200, {"poll_url": str(request.url.path) + "?" + request.url.query, "poll_s": SWEEP_POLL_S}
+    try:
+        sweep = await run_in_threadpool(_sweep_status, request, atlas)
+        data.update(sweep_view(atlas, sweep, labels))
+        status = 200 if sweep["status"] == "done" else 202
+    except SteeringBusy as busy:
+        status, data["error"], data["retry_after"] = 429, str(busy), busy.retry_after
+    except HTTPException as exc:
+        status, data["error"] = exc.status_code, exc.detail
+    except NotFound as exc:
+        status, data["error"] = 404, str(exc)
+    except BlindspotError as exc:
+        status, data["error"] = 422, str(exc)
+    return templates.TemplateResponse(request, "_steer_sweep.html", data, status_code=status)
 
 
 @router.get(IMAGE_ROUTE, response_class=FileResponse)

@@ -9,7 +9,7 @@ A finished atlas also records how many rows each table holds (``atlas_info`` key
 file's length against the blocks DuckDB says it has, before it serves anything.
 """
 
-SCHEMA_VERSION = 4  # 4: the flags' test and null controls, world_detection, atlas_info.row_counts
+SCHEMA_VERSION = 4  # 4: the flags' test and null controls, world_detection, atlas_info.row_counts, feature scales
 
 # atlas_info key of {table: rows} for every table but atlas_info itself (whose rows tests and tools may add to)
 ROW_COUNTS = "row_counts"
@@ -197,6 +197,13 @@ TABLES: dict[str, str] = {
         kept BOOLEAN NOT NULL,         -- survives the greedy NMS by centroid cosine distance (tau)
         minority_rank INTEGER,         -- 0 = most minority among kept, NULL if not kept
         label TEXT NOT NULL,           -- the world concept (or caption word) its activation goes with most, or ''
+        PRIMARY KEY (source_id, feature)
+    )""",
+    # Every feature of a generator's internal SAE (all groups): the unit of add-mode steering strengths.
+    "internal_feature_scales": """CREATE TABLE internal_feature_scales (
+        source_id TEXT NOT NULL, feature INTEGER NOT NULL,
+        fired BIGINT NOT NULL,         -- captured spatial positions where the feature's code is non-zero
+        typical DOUBLE,                -- the 90th percentile of its code where it fires; NULL when it never fires
         PRIMARY KEY (source_id, feature)
     )""",
     # Top generated images of each feature by its mean code per captured position.

@@ -4,8 +4,9 @@ RAIGen (seed 000, "Key Designs", MSAE): a Matryoshka BatchTopK SAE on the bottle
 activations, every spatial position one sample, trained once; only the coarsest group
 (``encode(x, prefix=1)``) is scored. Positions are encoded in chunks, so codes are never
 held for all positions at once: one pass gives each feature's firing count, each
-image's summed codes, and the explained variance of the whole SAE and of the coarsest
-group alone.
+image's summed codes, the explained variance of the whole SAE and of the coarsest
+group alone, and every feature's typical activation where it fires (``ActivationScale``:
+the unit of add-mode steering strengths).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from precompute.sae import MatryoshkaConfig, MatryoshkaSAE, TrainConfig, load_sa
 
 POSITION_CHUNK = 65_536  # positions encoded at once
 DEAD_AFTER_TOKENS = 10_000_000  # the trainer's default; capped at one pass over the positions
+# Log-spaced bins of the per-feature histogram of firing activations: 10^-4 .. 10^4 in 800 bins is a 2.3%
+# step, and the quantile interpolates inside its bin; values outside the range count in the edge bins.
+SCALE_RANGE = (-4.0, 4.0)
+SCALE_BINS = 800
+SCALE_QUANTILE = 0.9  # the typical activation: the 90th percentile of a feature's code where it fires
 
 
 def group_sizes(n_features: int, fractions: tuple[float, ...]) -> list[int]:
@@ -70,6 +76,55 @@ def train_internal_sae(positions: Tensor, table: InternalConfig, device: str, fo
     return sae.eval(), report
 
 
+class ActivationHistogram:
+    """Per feature, a log-spaced histogram of its codes where it fires, accumulated chunk by chunk.
+
+    Exact quantiles would need every non-zero code (about k per position: 80 M values for
+    10,000 images x 256 positions at k = 32); the histogram is (features x SCALE_BINS)
+    counts whatever the number of positions, and its quantiles are within a bin's 2.3%.
+    """
+
+    def __init__(self, n_features: int):
+        self.n_features = n_features
+        self.counts = torch.zeros(n_features * SCALE_BINS, dtype=torch.long)
+
+    def add(self, codes: Tensor) -> None:
+        """Count the non-zero entries of ``codes`` (n, n_features)."""
+        rows, features = codes.nonzero(as_tuple=True)
+        low, high = SCALE_RANGE
+        position = (codes[rows, features].double().log10() - low) / (high - low) * SCALE_BINS
+        bins = position.floor().long().clamp_(0, SCALE_BINS - 1)
+        self.counts += torch.bincount((features * SCALE_BINS + bins).cpu(), minlength=self.counts.numel())
+
+    def quantile(self, q: float) -> Tensor:
+        """(n_features,) the ``q`` quantile of each feature's firing codes (log-interpolated in its bin); NaN for a
+        feature that never fired."""
+        counts = self.counts.reshape(self.n_features, SCALE_BINS).double()
+        total = counts.sum(dim=1)
+        cumulative = counts.cumsum(dim=1)
+        target = (q * total)[:, None]
+        index = (cumulative < target).sum(dim=1).clamp_(max=SCALE_BINS - 1)  # the bin holding the quantile
+        before = cumulative.gather(1, (index - 1).clamp_min(0)[:, None]).squeeze(1) * (index > 0)
+        inside = counts.gather(1, index[:, None]).squeeze(1)
+        fraction = ((q * total - before) / inside.clamp_min(1)).clamp(0.0, 1.0)
+        low, high = SCALE_RANGE
+        value = 10.0 ** (low + (index.double() + fraction) * (high - low) / SCALE_BINS)
+        return torch.where(total > 0, value, torch.full_like(value, float("nan")))
+
+
+@dataclass(frozen=True)
+class ActivationScale:
+    """Every feature of the SAE (not only the scored group): positions where it fires and its typical activation.
+
+    ``typical`` is the SCALE_QUANTILE quantile of the feature's code over the positions
+    where it fires (NaN when it never fires): a strength of 1 in add mode adds the
+    feature's decoder atom at that activation (DESIGN.md section 2, control).
+    """
+
+    fired: Tensor  # (n_features,) positions where the feature is non-zero
+    typical: Tensor  # (n_features,) float64
+
+
 @dataclass(frozen=True)
 class PooledCodes:
     """What one pass over the positions gives (``width`` = the coarsest group's features)."""
@@ -79,6 +134,7 @@ class PooledCodes:
     image_positions: Tensor  # (images,) positions per image
     explained_variance: float  # of the whole SAE's reconstruction
     explained_variance_coarse: float  # of the coarsest group's reconstruction alone
+    scale: ActivationScale  # of every feature of the SAE
 
     @property
     def image_means(self) -> Tensor:
@@ -89,9 +145,10 @@ class PooledCodes:
 @torch.no_grad()
 def pool_codes(sae: MatryoshkaSAE, positions: Tensor, image_of_row: Tensor, n_images: int,
                advance=None, chunk: int = POSITION_CHUNK) -> PooledCodes:
-    """Encode every position; count firings, sum codes per image, measure reconstruction."""
+    """Encode every position; count firings, sum codes per image, measure reconstruction, histogram activations."""
     width = sae.prefix_width(1)
     device = sae.W_enc.device
+    histogram = ActivationHistogram(sae.n_concepts)
     fired = torch.zeros(width, dtype=torch.long)
     sums = torch.zeros(n_images, width, dtype=torch.float64)
     residual = torch.zeros(2, dtype=torch.float64)  # whole SAE, coarsest group
@@ -100,6 +157,7 @@ def pool_codes(sae: MatryoshkaSAE, positions: Tensor, image_of_row: Tensor, n_im
     for start in range(0, positions.shape[0], chunk):
         x = positions[start:start + chunk].to(device=device, dtype=torch.float32)
         codes = sae.encode_codes(x)
+        histogram.add(codes)
         coarse = codes[:, :width]
         full_hat = sae.decode(codes)
         coarse_hat = sae.decode(coarse)
@@ -116,8 +174,10 @@ def pool_codes(sae: MatryoshkaSAE, positions: Tensor, image_of_row: Tensor, n_im
     variance = float(square - total.square().sum() / max(n, 1))
     counts = torch.bincount(image_of_row, minlength=n_images)
     explained = (1 - residual / variance).tolist() if variance > 0 else [float("nan")] * 2
+    scale = ActivationScale(fired=histogram.counts.reshape(sae.n_concepts, SCALE_BINS).sum(dim=1),
+                            typical=histogram.quantile(SCALE_QUANTILE))
     return PooledCodes(fired=fired, image_sums=sums, image_positions=counts, explained_variance=explained[0],
-                       explained_variance_coarse=explained[1])
+                       explained_variance_coarse=explained[1], scale=scale)
 
 
 @torch.no_grad()

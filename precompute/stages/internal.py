@@ -37,9 +37,10 @@ from precompute.stages.sample import ITEMS, sample_store
 from precompute.stages.shards import ShardStore
 
 INTERNAL_SAE = "models/internal-sae"  # inside the atlas: one folder per generator
+OUTPUT_LAYOUT = 2  # part of the outputs' key: a folder written by an older layout is made again (its SAE reused)
 # output file -> atlas table
-OUTPUTS = {"features": "internal_features", "exemplars": "internal_exemplars", "heatmaps": "internal_heatmaps",
-           "attributions": "attributions", "probes": "attribution_probes"}
+OUTPUTS = {"features": "internal_features", "scales": "internal_feature_scales", "exemplars": "internal_exemplars",
+           "heatmaps": "internal_heatmaps", "attributions": "attributions", "probes": "attribution_probes"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def sae_dir(ctx: StageContext, target: Target) -> Path:
 def result_dir(ctx: StageContext, target: Target, lens: str | None) -> Path:
     """Where one generator's internal-lens outputs live: keyed by its images, the table and the output lens."""
     return ctx.work / "internal" / digest_of(target.store.digest, target.table.model_dump(mode="json"),
-                                             target.step, lens)
+                                             target.step, lens, OUTPUT_LAYOUT)
 
 
 def run_internal(ctx: StageContext) -> list[dict]:
@@ -151,6 +152,10 @@ def _run_target(ctx: StageContext, target: Target, lens: str | None) -> dict:
                                                                type=pa.int32()),
         "label": labels,
     }))
+    typical = pooled.scale.typical.numpy()
+    _write(folder, "scales", pa.table({
+        "feature": np.arange(typical.size, dtype=np.int32), "fired": pooled.scale.fired.numpy().astype(np.int64),
+        "typical": pa.array(typical, mask=np.isnan(typical), type=pa.float64())}))
     grid = _capture_grid(pooled.image_positions, generator)
     n_maps = _write_exemplars(folder, sae, positions, pooled, items, grid, table.exemplars)
     if grid is None:

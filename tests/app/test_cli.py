@@ -138,3 +138,13 @@ def test_install_hints_print_literally(monkeypatch, capsys):
         cli_module.main()
     assert stopped.value.code == 2
     assert "pip install 'blindspot-atlas[datasets]'" in capsys.readouterr().err
+
+
+def test_eval_steer_help_states_the_defaults_it_runs_with():
+    from backend.internal import PROBE_FLOOR
+    from backend.steering_inputs import DEFAULT_STRENGTH
+
+    shown = " ".join(CliRunner().invoke(cli, ["eval", "steer", "--help"]).output.split())
+    assert f"(default {PROBE_FLOOR:g})" in shown
+    assert f"(--mode add, default {DEFAULT_STRENGTH['add']:g})" in shown
+    assert f"(--mode scale, default {DEFAULT_STRENGTH['scale']:g})" in shown

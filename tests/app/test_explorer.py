@@ -206,9 +206,12 @@ def test_minority_colour_and_steer_link_appear_only_with_the_internal_lens(attri
         np.testing.assert_allclose(body[:, 2], np.array(expected, dtype=np.float32))
         card = client.get("/api/concepts/4", params={"model": "planted"}).json()
         assert [f["feature"] for f in card["attributions"]["features"]] == [4, 5, 6]
-        assert card["attributions"]["steer_url"] == "/steer?generator=planted&features=4,5,6&concept=4"
+        mode, strength = ("scale", -1) if query(attributed_atlas, "SELECT exaggerated FROM concept_stats WHERE "
+                                                "source_id = 'planted' AND concept = 4")[0][0] else ("add", 1)
+        url = f"/steer?generator=planted&features=4:{strength},5:{strength},6:{strength}&mode={mode}&concept=4&sweep=true"
+        assert card["attributions"]["steer_url"] == url
         assert card["attributions"]["probe"] == {"positives": 7, "auroc": 0.9}
-        assert 'href="/steer?generator=planted&amp;features=4,5,6&amp;concept=4"' in client.get("/concepts/4").text
+        assert f'href="{url.replace("&", "&amp;")}"' in client.get("/concepts/4").text
         assert client.get("/api/concepts/5", params={"model": "planted"}).json()["attributions"]["features"] == []
         assert client.get("/api/concepts/4", params={"model": "same"}).json()["attributions"] is None
         assert "steer with these" not in client.get("/concepts/4", params={"model": "same"}).text

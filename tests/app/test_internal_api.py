@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -19,11 +20,12 @@ from tests.conftest import one_torch_thread
 
 pytestmark = pytest.mark.slow
 
+LIMIT_S = 4.0  # the time limit of one steer in the timeout test: far above a 4-step steer of the tiny world model
+
 
 @pytest.fixture(scope="module")
 def client(internal_atlas):
-    app = create_app(Settings(atlas=internal_atlas))
-    with one_torch_thread(), TestClient(app, base_url="http://127.0.0.1") as test_client:
+    with one_torch_thread(), TestClient(create_app(Settings(atlas=internal_atlas))) as test_client:
         yield test_client
 
 
@@ -47,7 +49,7 @@ def test_steering_an_attributed_feature_of_the_built_atlas(client):
     ranking = client.get("/api/internal/world-model/minority", params={"limit": 1}).json()
     feature = ranking["features"][0]["feature"]
     caption = client.get("/api/overview", params={"limit": 1}).json()["pairs"][0]["caption"]
-    answer = client.post("/api/steer", json={"prompt": caption, "features": [{"feature": feature, "strength": 30.0}],
+    answer = client.post("/api/steer", json={"prompt": caption, "features": [{"feature": feature, "strength": 6.0}],
                                              "mode": "add", "concepts": [0, 1]})
     assert answer.status_code == 200, answer.text
     result = answer.json()
@@ -55,29 +57,88 @@ def test_steering_an_attributed_feature_of_the_built_atlas(client):
     assert client.get(result["steered"]["url"]).content.startswith(b"\x89PNG")
 
 
-def test_eval_steer_reports_attributed_against_random_features(internal_atlas):
+MAX_DELTA = 0.5
+
+
+def eval_steer(atlas, *options):
+    """``blindspot eval steer ATLAS --json`` on two concepts with small settings; (exit code, parsed report).
+
+    The fixture has 40 pairs of a 4-step model: few of its flags survive the significance test, so the
+    concepts are taken by delta (``--max-delta``)."""
     with one_torch_thread():
-        # 40 pairs of a 4-step model: few flags survive the significance test, so take concepts by delta
-        run = CliRunner().invoke(cli, ["eval", "steer", str(internal_atlas), "--concepts", "2", "--features", "2",
-                                       "--prompts", "2", "--seeds", "0,1", "--max-delta", "0.5", "--json"])
-    assert run.exit_code == 0, run.output
-    report = json.loads(run.output[run.output.index("{"):])
+        run = CliRunner().invoke(cli, ["eval", "steer", str(atlas), "--concepts", "2", "--features", "2",
+                                       "--prompts", "2", "--seeds", "0,1", "--min-auroc", "0", "--max-delta",
+                                       str(MAX_DELTA), "--json", *options])
+    return run.exit_code, json.loads(run.stdout[run.stdout.index("{"):])
+
+
+def test_eval_steer_reports_attributed_against_random_features(internal_atlas):
+    code, report = eval_steer(internal_atlas, "--strength", "2", "--doses", "4")
+    assert code == 0, report
     atlas = Atlas(internal_atlas)
     try:
         suppressed = {r["concept"] for r in atlas.rows(
-            "SELECT concept FROM concept_stats WHERE source_id = 'world-model' AND delta < 0.5")}
+            "SELECT concept FROM concept_stats WHERE source_id = 'world-model' AND delta < ?", [MAX_DELTA])}
+        assert report["concepts"]
         for row in report["concepts"]:
             assert row["concept"] in suppressed
             top = atlas.rows("SELECT feature FROM attributions WHERE source_id = 'world-model' AND concept = ? "
-                             "ORDER BY rank LIMIT 2", [row["concept"]])
+                             "AND score > 0 ORDER BY rank LIMIT 2", [row["concept"]])
             assert row["attributed"]["features"] == [r["feature"] for r in top]
             assert not set(row["control"]["features"]) & set(row["attributed"]["features"])
             assert row["attributed"]["trials"] == row["control"]["trials"] == row["prompts"] * 2
             assert 0.0 <= row["attributed"]["raised"] <= 1.0
+            assert [d["strength"] for d in row["dose_response"]] == [2.0, 4.0]
     finally:
         atlas.close()
     trials = sum(r["attributed"]["trials"] for r in report["concepts"])
-    assert report["overall"]["attributed"]["trials"] == trials > 0
+    overall = report["overall"]
+    assert overall["attributed"]["trials"] == trials > 0 and overall["control"]["trials"] == trials
+    assert {"raised", "mean_change", "trials", "specificity"} <= set(overall["attributed"]) & set(overall["control"])
+    assert overall["attributed"]["others_mean_abs_change"] > 0  # steering moves the images
+    steers = report["steers"]
+    assert steers == {"planned": 4 * trials, "done": 4 * trials, "failed": 0} and report["failures"] == []
+
+
+def test_eval_steer_lists_a_steer_past_its_time_limit_and_goes_on(internal_atlas, monkeypatch):
+    from backend.steer_eval import SteerEvalSettings, SteerEvaluation
+    from backend.steering import SteeringService
+
+    settings = SteerEvalSettings(concepts=2, features=2, prompts=2, min_auroc=0.0, strength=1.5, doses=(0.5,),
+                                 max_delta=MAX_DELTA)
+    control = SteerEvaluation.plan(internal_atlas, "world-model", settings).plans[0].features["control"]
+    original, slowed = SteeringService._steering, []
+
+    def slow_for_one(self, request, models):
+        # the first concept's control arm on seed 1, once: it sleeps past the limit before its first denoising step
+        if request.seed == 1 and list(request.features) == control and not slowed:
+            slowed.append(request)
+            time.sleep(LIMIT_S + 0.5)
+        return original(self, request, models)
+
+    monkeypatch.setattr(SteeringService, "_steering", slow_for_one)
+    code, report = eval_steer(internal_atlas, "--timeout", str(LIMIT_S), "--strength", "1.5", "--doses", "0.5")
+    assert code == 0, report  # something was measured: the run went on
+    assert slowed, "the control steer of seed 1 was never made"
+    steers = report["steers"]
+    assert steers["failed"] == 1 and steers["done"] == steers["planned"] - 1 > 0
+    failure = report["failures"][0]
+    assert (failure["concept"], failure["arm"], failure["seed"], failure["prompt"], failure["features"]) == \
+        (report["concepts"][0]["concept"], "control", 1, slowed[0].prompt, control)
+    assert "time limit" in failure["reason"] and failure["strength"] in (0.5, 1.5)
+    assert sum(d[arm]["trials"] + d[arm]["failed"] for d in report["dose_response"]
+               for arm in ("attributed", "control")) == steers["planned"]
+
+
+def test_eval_steer_exits_non_zero_with_valid_json_when_nothing_is_measured(internal_atlas):
+    code, report = eval_steer(internal_atlas, "--timeout", "0.000001", "--strength", "3", "--doses", "3")
+    assert code == 1
+    assert report["steers"]["done"] == 0 and report["steers"]["failed"] == report["steers"]["planned"] > 0
+    assert report["overall"]["attributed"] == {**report["overall"]["attributed"], "trials": 0, "raised": None,
+                                               "mean_change": None}
+    code, report = eval_steer(internal_atlas, "--max-delta", "0.0000001")  # no concept qualifies
+    assert code == 1 and report["error"] and report["steers"] == {"planned": 0, "done": 0, "failed": 0}
+    assert set(report["overall"]) >= {"attributed", "control"}
 
 
 def test_minority_page_lists_the_kept_features_in_rank_order_and_pages(client):
@@ -110,7 +171,7 @@ def test_feature_card_page_shows_exemplars_with_their_spatial_maps(client):
 
 
 def test_internal_page_of_an_atlas_without_the_lens_says_how_to_get_one(world_atlas):
-    with TestClient(create_app(Settings(atlas=world_atlas)), base_url="http://127.0.0.1") as plain:
+    with TestClient(create_app(Settings(atlas=world_atlas))) as plain:
         page = plain.get("/internal")
         panel = plain.get("/steer")
     assert page.status_code == 200 and "[[internal]]" in page.text
@@ -119,7 +180,7 @@ def test_internal_page_of_an_atlas_without_the_lens_says_how_to_get_one(world_at
 
 def test_steer_panel_fills_the_prompt_from_the_concept_and_runs_from_its_url(client):
     feature = client.get("/api/internal/world-model/minority", params={"limit": 1}).json()["features"][0]["feature"]
-    panel = client.get("/steer", params={"generator": "world-model", "features": f"{feature}:30", "concept": "0"})
+    panel = client.get("/steer", params={"generator": "world-model", "features": f"{feature}:6", "concept": "0"})
     assert panel.status_code == 200
     prompt = re.search(r'name="prompt" value="([^"]*)"', panel.text).group(1)
     assert prompt  # the caption of the real image that shows concept 0 most
@@ -154,3 +215,111 @@ def test_steer_panel_shows_a_full_queue_and_retries(client, monkeypatch):
     answer = client.get("/steer/result", params={"prompt": "a green star", "features": "2:3", "seed": 987})
     assert answer.status_code == 429
     assert "queue is full" in answer.text and 'hx-trigger="load delay:7s"' in answer.text
+
+
+def proposed_concept(client):
+    """A concept of the internal atlas with a fitted probe and attributed features (the best probe)."""
+    atlas = client.app.state.atlas
+    return atlas.rows("""SELECT p.concept, p.auroc FROM attribution_probes p WHERE p.source_id = 'world-model'
+                         AND p.auroc IS NOT NULL AND EXISTS (SELECT 1 FROM attributions a WHERE a.concept = p.concept
+                         AND a.source_id = p.source_id AND a.score > 0) ORDER BY p.auroc DESC LIMIT 1""")[0]
+
+
+def wait_for_sweep(client, params, timeout_s=180):
+    started = time.monotonic()
+    while True:
+        answer = client.get("/api/steer/sweep", params=params)
+        assert answer.status_code in (200, 202), answer.text
+        if answer.status_code == 200 or time.monotonic() - started > timeout_s:
+            return answer
+        assert answer.json()["status"] == "running"
+        time.sleep(0.3)
+
+
+def test_a_sweep_measures_the_dose_response_beside_random_features(client):
+    concept = proposed_concept(client)["concept"]
+    feature = client.get(f"/api/concepts/{concept}/features", params={"generator": "world-model"}).json()
+    feature = next(f["feature"] for f in feature["features"] if f["score"] > 0)
+    params = {"generator": "world-model", "prompt": "a small red circle on grass", "features": f"{feature}:2",
+              "mode": "add", "concept": str(concept), "seed": "3"}
+    first = client.get("/api/steer/sweep", params=params)
+    assert first.status_code in (200, 202) and first.json()["steers"]["planned"] == 12  # 3 strengths x 2 seeds x 2
+    done = wait_for_sweep(client, params)
+    assert done.status_code == 200, done.text
+    sweep = done.json()
+    assert sweep["status"] == "done" and sweep["steers"] == {"planned": 12, "done": 12, "failed": 0}
+    assert sweep["features"]["attributed"] == [feature] and len(sweep["features"]["control"]) == 1
+    assert feature not in sweep["features"]["control"] and sweep["seeds"] == [3, 4]
+    assert [d["strength"] for d in sweep["dose_response"]] == [0.5, 1.0, 2.0]
+    for dose in sweep["dose_response"]:
+        for arm in ("attributed", "control"):
+            assert dose[arm]["trials"] == 2 and dose[arm]["mean_energy"] >= 0
+    again = client.get("/api/steer/sweep", params=params)  # the same sweep, found again
+    assert again.status_code == 200 and again.json()["key"] == sweep["key"]
+    page = client.get("/steer/sweep", params=params, headers={"HX-Request": "true"})
+    assert page.status_code == 200 and 'data-status="done"' in page.text
+    assert 'class="line" data-series="proposed features"' in page.text
+    assert 'class="line" data-series="random features"' in page.text
+    assert len(re.findall(r'<tr data-strength="[^"]+" data-arm="(attributed|control)">', page.text)) == 6
+
+
+def test_a_sweep_in_progress_polls_itself_and_a_slow_steer_fails_without_a_503(client, monkeypatch):
+    from backend.steering_inputs import SteeringLimits
+
+    service = client.app.state.steering["world-model"]
+    monkeypatch.setattr(service, "limits", SteeringLimits(timeout_s=LIMIT_S))
+    original, slowed = service._steering, []
+
+    def slow_once(request, models):
+        if not slowed:
+            slowed.append(request)
+            time.sleep(LIMIT_S + 0.5)
+        return original(request, models)
+
+    monkeypatch.setattr(service, "_steering", slow_once)
+    concept = proposed_concept(client)["concept"]
+    params = {"generator": "world-model", "prompt": "two blue squares on wood", "features": "1:1.5",
+              "mode": "add", "concept": str(concept), "seed": "11"}
+    running = client.get("/steer/sweep", params=params, headers={"HX-Request": "true"})
+    assert running.status_code == 202 and 'data-status="running"' in running.text
+    assert 'hx-trigger="load delay:1s"' in running.text and "<progress" in running.text
+    done = wait_for_sweep(client, params)
+    assert done.status_code == 200
+    sweep = done.json()
+    assert sweep["steers"]["failed"] == 1 and sweep["steers"]["done"] == 11
+    assert "time limit" in sweep["failures"][0]["reason"]
+    page = client.get("/steer/sweep", params=params, headers={"HX-Request": "true"})
+    assert page.status_code == 200 and "time limit" in page.text
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"prompt": "a red circle", "features": "1:2"}, "name the concept to measure"),
+    ({"prompt": "a red circle", "features": "999999:2", "concept": "0"}, "feature must be an integer"),
+    ({"prompt": "a red circle", "features": "1:2", "concept": "99999"}, "concept must be an integer"),
+])
+def test_a_bad_sweep_is_refused_with_the_reason(client, params, message):
+    answer = client.get("/api/steer/sweep", params={"generator": "world-model", **params})
+    assert answer.status_code == 422 and message in answer.json()["detail"]
+    page = client.get("/steer/sweep", params={"generator": "world-model", **params}, headers={"HX-Request": "true"})
+    assert page.status_code == 422 and message in page.text and 'class="notice error"' in page.text
+
+
+def test_the_panel_proposes_a_concepts_features_or_says_why_not(client, monkeypatch):
+    import backend.steer_page
+
+    concept = proposed_concept(client)
+    panel = client.get("/steer", params={"generator": "world-model", "concept": str(concept["concept"]),
+                                         "sweep": "true"})
+    assert panel.status_code == 200
+    features = re.search(r'name="features" value="([^"]*)"', panel.text).group(1)
+    proposal = client.get(f"/api/concepts/{concept['concept']}/features", params={"generator": "world-model"}).json()
+    expected = [f["feature"] for f in proposal["features"] if f["score"] > 0][:3]
+    assert [int(p.split(":")[0]) for p in features.split(",")] == expected
+    assert re.search(r'id="steer-sweep".*?hx-get="/steer/sweep\?', panel.text, re.S)
+    # the same concept under a floor above its probe's AUROC: nothing is proposed, and the panel says why
+    original = backend.steer_page.steer_proposal
+    monkeypatch.setattr(backend.steer_page, "steer_proposal",
+                        lambda atlas, generator, c: original(atlas, generator, c, floor=concept["auroc"] + 0.01))
+    refused = client.get("/steer", params={"generator": "world-model", "concept": str(concept["concept"])})
+    assert "No features proposed" in refused.text and "below the floor" in refused.text
+    assert 'hx-trigger="load"' not in refused.text  # no steer runs, no empty result is shown as an effect

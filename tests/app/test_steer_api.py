@@ -44,7 +44,7 @@ def run(atlas, scenario):
 
 
 def body(**overrides):
-    return {"prompt": PROMPT, "features": [{"feature": 2, "strength": 40.0}], "mode": "add", "seed": 1,
+    return {"prompt": PROMPT, "features": [{"feature": 2, "strength": 6.0}], "mode": "add", "seed": 1,
             "concepts": [0, 3], **overrides}
 
 
@@ -52,7 +52,7 @@ def test_steer_returns_both_images_and_the_effect_then_hits_the_cache(steerable_
     async def scenario(client, app):
         first = await client.post("/api/steer", json=body())
         again = await client.post("/api/steer", json=body())
-        other = await client.post("/api/steer", json=body(features=[{"feature": 2, "strength": -40.0}]))
+        other = await client.post("/api/steer", json=body(features=[{"feature": 2, "strength": -6.0}]))
         images = [await client.get(first.json()[side]["url"]) for side in ("baseline", "steered")]
         return first, again, other, images
 

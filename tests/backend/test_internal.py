@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from backend import internal
 from backend.atlas import Atlas, NotFound
 from backend.steer_eval import control_features
+from precompute.errors import BlindspotError
 
 slow = pytest.mark.slow
 
@@ -52,8 +55,35 @@ def test_concept_features_follow_the_attribution_ranks(atlas):
     answer = internal.concept_features(atlas, concept)
     assert answer["generator"] == "world-model" and answer["probe"]["positives"] >= 3
     assert [f["rank"] for f in answer["features"]] == list(range(len(answer["features"])))
-    assert [f["feature"] for f in answer["features"]][:2] == internal.attributed_features(atlas, "world-model",
-                                                                                          concept, 2)
+    proposal = internal.steer_proposal(atlas, "world-model", concept, count=2, floor=0.0)
+    assert [f["feature"] for f in proposal["features"]] == [f["feature"] for f in answer["features"]
+                                                            if f["score"] > 0][:2]
+
+
+@slow
+def test_a_proposal_steers_the_features_that_raise_the_concept_or_says_why_not(atlas):
+    fitted = atlas.rows("""SELECT p.concept, p.auroc FROM attribution_probes p WHERE p.source_id = 'world-model'
+                           AND p.auroc IS NOT NULL AND EXISTS (SELECT 1 FROM attributions a WHERE a.concept = p.concept
+                           AND a.source_id = p.source_id) ORDER BY p.auroc DESC LIMIT 1""")[0]
+    proposal = internal.steer_proposal(atlas, "world-model", fitted["concept"], floor=fitted["auroc"],
+                                       direction="suppressed")
+    assert proposal["refused"] is None and proposal["mode"] == "add" and 1 <= len(proposal["features"]) <= 3
+    assert all(f["score"] > 0 for f in proposal["features"])  # only features whose increase raises its probe
+    assert [f["rank"] for f in proposal["features"]] == sorted(f["rank"] for f in proposal["features"])
+    edits = ",".join(f"{f['feature']}:{proposal['strength']:g}" for f in proposal["features"])
+    assert proposal["steer_url"] == (f"/steer?generator=world-model&features={quote(edits, safe=':,')}&mode=add"
+                                     f"&concept={fitted['concept']}&sweep=true")
+    lowered = internal.steer_proposal(atlas, "world-model", fitted["concept"], floor=0.0, direction="exaggerated")
+    assert (lowered["mode"], lowered["strength"]) == ("scale", -1.0) and "mode=scale" in lowered["steer_url"]
+    strict = internal.steer_proposal(atlas, "world-model", fitted["concept"], floor=fitted["auroc"] + 1e-6)
+    assert strict["features"] == [] and strict["steer_url"] is None
+    assert "below the floor" in strict["refused"] and f"{fitted['auroc']:.3f}" in strict["refused"]
+    unfitted = atlas.rows("SELECT concept FROM attribution_probes WHERE source_id = 'world-model' AND auroc IS NULL")
+    if unfitted:
+        refused = internal.steer_proposal(atlas, "world-model", unfitted[0]["concept"], floor=0.0)
+        assert refused["features"] == [] and "no probe was fitted" in refused["refused"]
+    with pytest.raises(BlindspotError, match="direction must be"):
+        internal.steer_proposal(atlas, "world-model", fitted["concept"], direction="up")
 
 
 @slow

@@ -14,7 +14,7 @@ from backend.steering import SteeringBusy, SteeringParts, SteeringService, Steer
 from backend.steering_inputs import SteeringInputError, SteeringLimits
 from precompute.config import WorldModelGeneratorConfig
 from tests.conftest import build_atlas, one_torch_thread
-from tests.steering_support import POINT, add_internal_lens, steerable_config, world_captions
+from tests.steering_support import POINT, activation_scale, add_internal_lens, steerable_config, world_captions
 
 PROMPT = world_captions(1)[0]
 STEPS = 4
@@ -26,24 +26,31 @@ def one_thread():
         yield
 
 
-def make_service(tmp_path, internal_sae, output_sae, **limits) -> SteeringService:
+@pytest.fixture(scope="module")
+def typical(world_internal_sae):
+    """Each internal feature's typical activation on the world model's bottleneck (add mode's unit)."""
+    return tuple(activation_scale(world_internal_sae).typical.tolist())
+
+
+def make_service(tmp_path, internal_sae, output_sae, typical=None, **limits) -> SteeringService:
     generator = WorldModelGeneratorConfig(name="world-model", kind="world-model", steps=STEPS, device="cpu")
     parts = SteeringParts(generator=generator, internal_sae=internal_sae, point=POINT, energy_model="world",
-                          output_sae=output_sae, cache=tmp_path / "cache", size=(64, 64), device="cpu")
+                          output_sae=output_sae, cache=tmp_path / "cache", size=(64, 64), device="cpu",
+                          typical=typical)
     return SteeringService(parts, SteeringLimits(**limits))
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, world_internal_sae, world_output_sae):
-    made = make_service(tmp_path_factory.mktemp("steer"), world_internal_sae, world_output_sae)
+def service(tmp_path_factory, world_internal_sae, world_output_sae, typical):
+    made = make_service(tmp_path_factory.mktemp("steer"), world_internal_sae, world_output_sae, typical)
     yield made
     made.close()
 
 
 @pytest.fixture(scope="module")
 def first(service):
-    """One steer with a strong add of feature 3, measured on three concepts."""
-    request = service.request(prompt=PROMPT, features=[{"feature": 3, "strength": 60.0}], mode="add", seed=5,
+    """One steer with a strong add of feature 3 (8 times its typical activation), measured on three concepts."""
+    request = service.request(prompt=PROMPT, features=[{"feature": 3, "strength": 8.0}], mode="add", seed=5,
                               concepts=[0, 1, 2])
     return request, service.steer(request)
 
@@ -85,7 +92,7 @@ def test_a_cache_hit_returns_the_same_result_without_generating(service, first, 
     request, result = first
     calls = counting_generations(service, monkeypatch)
     started = time.perf_counter()
-    again = service.steer(service.request(prompt=PROMPT, features=[[3, 60]], mode="add", seed=5, concepts=[0, 1, 2]))
+    again = service.steer(service.request(prompt=PROMPT, features=[[3, 8]], mode="add", seed=5, concepts=[0, 1, 2]))
     assert time.perf_counter() - started < 1.0
     assert calls == []
     assert again["cached"] is True
@@ -97,7 +104,7 @@ def test_the_baseline_is_made_once_and_reused(service, first, monkeypatch):
     baseline_png = service.image_path(result["baseline"]["key"])
     stamp = baseline_png.stat().st_mtime_ns
     calls = counting_generations(service, monkeypatch)
-    other = service.steer(service.request(prompt=PROMPT, features=[{"feature": 3, "strength": -30.0}], mode="add",
+    other = service.steer(service.request(prompt=PROMPT, features=[{"feature": 3, "strength": -4.0}], mode="add",
                                           seed=5))
     assert other["baseline"]["key"] == result["baseline"]["key"]
     assert other["steered"]["key"] != result["steered"]["key"]
@@ -122,7 +129,7 @@ def test_strength_zero_reproduces_the_baseline_bytes(service):
     ({"features": [{"feature": 1, "strength": 25.0}]}, r"scale mode\) must be a number in \[-1, 20\]"),
     ({"features": [{"feature": 1, "strength": -2.0}]}, r"\[-1, 20\]"),
     ({"features": [{"feature": 1}]}, "each feature must be"),
-    ({"mode": "add", "features": [{"feature": 1, "strength": 1e6}]}, r"\[-200, 200\]"),
+    ({"mode": "add", "features": [{"feature": 1, "strength": 1e6}]}, r"\[-50, 50\]"),
     ({"mode": "boost"}, "mode must be one of"),
     ({"steps": 0}, r"steps must be an integer in \[1, 100\]"),
     ({"steps": 1000}, r"\[1, 100\]"),
@@ -165,6 +172,8 @@ def test_a_full_queue_is_busy_with_a_retry_time(tmp_path, world_internal_sae, wo
     assert held.result(10) == waiting.result(10) == {"done": 0}
     assert service.submit(request).result(10) == {"done": 0}  # room again once the queue drained
     service.close()
+    with pytest.raises(SteeringTimeout, match="shut down"):  # a closed service takes no more work
+        service.submit(request)
 
 
 def test_retry_after_is_the_time_until_the_queue_has_room(tmp_path, world_internal_sae, world_output_sae):
@@ -200,7 +209,8 @@ def test_retry_after_is_the_time_until_the_queue_has_room(tmp_path, world_intern
 
 def test_a_request_past_its_time_limit_stops_and_the_worker_goes_on(tmp_path, world_internal_sae, world_output_sae,
                                                                      monkeypatch):
-    service = make_service(tmp_path, world_internal_sae, world_output_sae, timeout_s=0.5)
+    # the slow request needs 100 x 2 x 0.05 s; 2 s leaves a quick one room on a busy machine
+    service = make_service(tmp_path, world_internal_sae, world_output_sae, timeout_s=2.0)
     service._load()
     slow = service.request(prompt=PROMPT, features=[[1, 1.0]], steps=100)
     pipeline = service._models["pipeline"]
@@ -212,7 +222,7 @@ def test_a_request_past_its_time_limit_stops_and_the_worker_goes_on(tmp_path, wo
         return original(*args, **kw)
 
     monkeypatch.setattr(pipeline.unet, "forward", slow_forward)
-    with pytest.raises(SteeringTimeout, match="0.5 s"):
+    with pytest.raises(SteeringTimeout, match="2 s"):
         service.submit(slow).result(30)
     assert len(pipeline.unet._forward_pre_hooks) == hooks and not pipeline.unet.mid_block._forward_hooks
     monkeypatch.setattr(pipeline.unet, "forward", original)
@@ -244,4 +254,47 @@ def test_from_atlas_reads_the_contract_layout(tmp_path, world_internal_sae, worl
     result = service.steer(service.request(prompt=PROMPT, features=[[2, 3.0]], concepts=[1]))
     assert service.image_path(result["steered"]["key"]).parent == tmp_path / "atlas.cache" / "steer"
     assert result["request"]["steps"] == 4  # the atlas generator's own settings are the defaults
+    service.close()
+
+
+def test_add_strengths_are_multiples_of_each_features_typical_activation(service, typical, first):
+    request, result = first
+    assert result["request"]["edits"] == [{"feature": 3, "strength": 8.0, "typical_activation": typical[3]}]
+    models = service._load()
+    config = service._steering(request, models)
+    norm = float(models["internal_sae"].dictionary[3].detach().norm())
+    # the hook adds activation units along the unit direction: 8 typical activations of feature 3's atom
+    assert config.edits[0].feature == 3 and config.edits[0].strength == pytest.approx(8.0 * typical[3] * norm)
+    assert 0 < typical[3] < float("inf")
+
+
+def test_add_mode_needs_a_typical_activation(tmp_path, world_internal_sae, world_output_sae, typical):
+    silent = list(typical)
+    silent[5] = float("nan")  # a feature that never fired on the captured activations
+    service = make_service(tmp_path, world_internal_sae, world_output_sae, tuple(silent))
+    with pytest.raises(SteeringInputError, match=r"feature\(s\) \[5\] never fired"):
+        service.request(prompt=PROMPT, features=[[5, 1.0]], mode="add")
+    assert service.request(prompt=PROMPT, features=[[5, 1.0]], mode="scale").mode == "scale"
+    bare = make_service(tmp_path, world_internal_sae, world_output_sae)
+    with pytest.raises(SteeringInputError, match="add mode needs the internal features' typical activations"):
+        bare.request(prompt=PROMPT, features=[[1, 1.0]], mode="add")
+
+
+def test_without_a_time_limit_a_slow_request_runs_to_the_end(tmp_path, world_internal_sae, world_output_sae,
+                                                           monkeypatch):
+    service = make_service(tmp_path, world_internal_sae, world_output_sae, timeout_s=None)
+    service.load()
+    pipeline = service._models["pipeline"]
+    original = pipeline.unet.forward
+
+    def slow_forward(*args, **kw):
+        time.sleep(0.05)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(pipeline.unet, "forward", slow_forward)
+    started = time.monotonic()
+    result = service.submit(service.request(prompt=PROMPT, features=[[1, 1.0]], steps=12)).result(60)
+    assert time.monotonic() - started > 1.0 and result["cached"] is False  # past what a 0.5 s limit would allow
+    before, after = service.energy_vectors(result)
+    assert before.shape == after.shape == (service.n_concepts,)
     service.close()

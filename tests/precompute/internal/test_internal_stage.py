@@ -120,6 +120,31 @@ def test_attributions_link_output_concepts_to_scored_features(internal_atlas):
         assert [a[3] for a in ranked] == sorted((a[3] for a in ranked), reverse=True)
 
 
+def test_every_feature_has_its_typical_activation_from_the_captured_positions(internal_atlas):
+    import math
+
+    from precompute.sae import load_sae
+    from precompute.stages.generate import generator_store, read_capture
+
+    atlas, _ = internal_atlas
+    scales = rows(atlas, "SELECT feature, fired, typical FROM internal_feature_scales WHERE source_id = 'wm' "
+                         "ORDER BY feature")
+    sae = load_sae(atlas / "models" / "internal-sae" / "wm")
+    assert [s[0] for s in scales] == list(range(sae.n_concepts))  # all groups, not only the scored one
+    config = internal_config()
+    ctx = StageContext(config=config, work=atlas.parent / f"{atlas.name}.work", progress=silent_progress)
+    positions = read_capture(generator_store(ctx, config.generators[0]), "unet.mid_block", 1)["positions"]
+    codes = sae.encode_codes(positions.float())
+    fired = (codes > 0).sum(dim=0)
+    assert [s[1] for s in scales] == fired.tolist()
+    for feature, count, typical in scales:
+        if count == 0:
+            assert typical is None
+        else:  # the 90th percentile of the feature's codes where it fires (order statistic ceil(0.9 n)), to a bin
+            firing = codes[:, feature][codes[:, feature] > 0].double().sort().values
+            assert typical == pytest.approx(firing[math.ceil(0.9 * count) - 1].item(), rel=0.025)
+
+
 def test_a_second_run_reuses_the_finished_outputs(internal_atlas):
     atlas, _ = internal_atlas
     work = atlas.parent / f"{atlas.name}.work"
