@@ -102,6 +102,7 @@ def add_internal_lens(atlas: Path, internal_sae: Path, output_sae: Path, generat
 
     import duckdb
 
+    from precompute.atlas.writer import record_row_counts
     from precompute.sae import load_sae
 
     relative = f"models/internal-sae/{generator}"
@@ -118,6 +119,7 @@ def add_internal_lens(atlas: Path, internal_sae: Path, output_sae: Path, generat
         db.executemany("INSERT INTO internal_feature_scales VALUES (?, ?, ?, ?)",
                        [(generator, f, n, t if n else None)
                         for f, (n, t) in enumerate(zip(scale.fired.tolist(), scale.typical.tolist()))])
+        record_row_counts(db)  # as the writer does: the server refuses an atlas whose tables changed after its build
     return atlas
 
 

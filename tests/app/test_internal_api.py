@@ -25,7 +25,7 @@ LIMIT_S = 4.0  # the time limit of one steer in the timeout test: far above a 4-
 
 @pytest.fixture(scope="module")
 def client(internal_atlas):
-    with one_torch_thread(), TestClient(create_app(Settings(atlas=internal_atlas))) as test_client:
+    with one_torch_thread(), TestClient(create_app(Settings(atlas=internal_atlas)), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -171,7 +171,7 @@ def test_feature_card_page_shows_exemplars_with_their_spatial_maps(client):
 
 
 def test_internal_page_of_an_atlas_without_the_lens_says_how_to_get_one(world_atlas):
-    with TestClient(create_app(Settings(atlas=world_atlas))) as plain:
+    with TestClient(create_app(Settings(atlas=world_atlas)), base_url="http://127.0.0.1") as plain:
         page = plain.get("/internal")
         panel = plain.get("/steer")
     assert page.status_code == 200 and "[[internal]]" in page.text
