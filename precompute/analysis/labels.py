@@ -6,6 +6,10 @@
 - ``auroc_matrix``: for the embedded world, how well each SAE concept's energy detects
   each world concept (area under the ROC curve over the real images), computed for all
   pairs at once from ranks.
+- ``caption_label_evidence``: caption-word labels with evidence, in the manner of
+  Neuronpedia's explanation scores: the words are chosen on one half of the real
+  images and scored on the other, held-out half by how well their presence in a
+  caption predicts the concept firing on its image (AUROC; 0.5 is chance).
 """
 
 from __future__ import annotations
@@ -23,14 +27,17 @@ them they has have
 having of on in at to by as an or""".split())
 
 
-def caption_vocabulary(captions: list[str], min_count: int = 5) -> tuple[list[str], sp.csr_array]:
-    """Words used in at least ``min_count`` captions, and the (captions x words) 0/1 matrix."""
+def caption_vocabulary(captions: list[str], min_count: int = 5,
+                       vocabulary: list[str] | None = None) -> tuple[list[str], sp.csr_array]:
+    """Words used in at least ``min_count`` captions (or the given ``vocabulary``), and the
+    (captions x words) 0/1 matrix."""
     tokenised = [set(WORD.findall(caption.lower())) - STOPWORDS for caption in captions]
-    counts: dict[str, int] = {}
-    for words in tokenised:
-        for word in words:
-            counts[word] = counts.get(word, 0) + 1
-    vocabulary = sorted(w for w, c in counts.items() if c >= min_count)
+    if vocabulary is None:
+        counts: dict[str, int] = {}
+        for words in tokenised:
+            for word in words:
+                counts[word] = counts.get(word, 0) + 1
+        vocabulary = sorted(w for w, c in counts.items() if c >= min_count)
     column = {w: i for i, w in enumerate(vocabulary)}
     rows, cols = [], []
     for row, words in enumerate(tokenised):
@@ -81,3 +88,112 @@ def auroc_matrix(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     auc = (rank_sums - positives * (positives + 1) / 2) / np.where(denominator > 0, denominator, 1)
     auc[:, denominator == 0] = 0.5
     return auc
+
+
+# The held-out share of the real images on which caption-word labels are scored (the rest chooses the words).
+LABEL_HOLDOUT = 0.5
+
+
+def held_out_split(n_items: int, seed: int, holdout: float = LABEL_HOLDOUT) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted positions (fit, held_out) of a seeded random split of ``n_items`` real images."""
+    order = np.random.default_rng([seed, 0x1abe1]).permutation(n_items)
+    cut = n_items - int(round(n_items * holdout))
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def _label_scores(words: list[list[tuple[str, float]]], vocabulary: list[str], present: sp.csr_array,
+                  fires: sp.csr_array) -> np.ndarray:
+    """(K,) AUROC of how many of each concept's label ``words`` a caption has (``present``: captions x
+    vocabulary, 0/1) against the concept firing on the caption's image (``fires``: captions x K).
+
+    Concepts that share a label share its score column, so the score matrix has one column per distinct label
+    (captions x labels, sparse), and the positives' scores are read off at ``fires``' non-zeros by key lookup:
+    no dense captions x concepts matrix. The score takes few values (0 to the word count), so the AUROC needs
+    no sort: the positives scoring s beat the negatives scoring below s and tie with those scoring s
+    (Mann-Whitney with ties counted half). NaN for concepts without words, or without a positive or a negative.
+    """
+    n_concepts, n = len(words), present.shape[0]
+    top = max((len(w) for w in words), default=0)
+    if top == 0:
+        return np.full(n_concepts, np.nan)
+    column = {w: i for i, w in enumerate(vocabulary)}
+    ids = np.full((n_concepts, top), -1, dtype=np.int64)
+    for k, chosen in enumerate(words):
+        ids[k, :len(chosen)] = [column[w] for w, _ in chosen]
+    labels, label_of = np.unique(ids, axis=0, return_inverse=True)  # distinct labels (U, top); concept -> label
+    label_of, n_labels = label_of.ravel(), len(labels)
+    slot, word = np.nonzero(labels >= 0)
+    one_hot = sp.csr_array((np.ones(slot.size), (labels[slot, word], slot)), shape=(len(vocabulary), n_labels))
+    score = sp.coo_array(sp.csr_array(present @ one_hot))  # (n, U): how many label words each caption has
+    values = score.data.round().astype(np.int64)
+    all_at = np.bincount(score.col.astype(np.int64) * (top + 1) + values,
+                         minlength=n_labels * (top + 1)).reshape(n_labels, top + 1).astype(np.float64)
+    all_at[:, 0] = n - all_at[:, 1:].sum(axis=1)  # captions with none of the label's words
+    keys = score.row.astype(np.int64) * n_labels + score.col
+    order = np.argsort(keys)
+    keys, values = np.append(keys[order], -1), np.append(values[order], 0)  # a sentinel: never a real key
+    # each positive (caption i, concept k) scores its label's column at row i, 0 where that column has no entry
+    fired = sp.coo_array(fires)
+    wanted = fired.row.astype(np.int64) * n_labels + label_of[fired.col]
+    at = np.minimum(np.searchsorted(keys[:-1], wanted), keys.size - 1)
+    positive_score = np.where(keys[at] == wanted, values[at], 0)
+    pos_at = np.bincount(fired.col.astype(np.int64) * (top + 1) + positive_score,
+                         minlength=n_concepts * (top + 1)).reshape(n_concepts, top + 1).astype(np.float64)
+    neg_at = all_at[label_of] - pos_at
+    positives, negatives = pos_at.sum(axis=1), neg_at.sum(axis=1)
+    below = np.cumsum(neg_at, axis=1) - neg_at  # negatives scoring strictly less than each value
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (pos_at * (below + 0.5 * neg_at)).sum(axis=1) / (positives * negatives)
+    auc[(positives == 0) | (negatives == 0) | (ids[:, 0] < 0)] = np.nan
+    return auc
+
+
+def caption_label_evidence(energies: sp.csr_array, captions: list[str], seed: int, top: int = 3,
+                           min_count: int = 5, holdout: float = LABEL_HOLDOUT
+                           ) -> tuple[list[list[tuple[str, float]]], np.ndarray]:
+    """Caption-word labels chosen on part of the real images and their AUROC on the held-out rest.
+
+    ``energies``: (real images, K), row i the image of ``captions[i]``. On the fit part, ``caption_words``
+    ranks up to ``top`` words per concept by lift, and the label keeps the prefix of them (1 to ``top`` words)
+    whose count in a caption best predicts the concept firing there (AUROC on the fit part: a weak second word
+    only dilutes the first). Returns per concept its label words with their lift and (K,) the held-out AUROC of
+    the label; NaN where a concept has no label word, or never (or always) fires on the held-out images.
+    Shuffled captions score about 0.5.
+    """
+    energies = sp.csr_array(energies)
+    n_items, n_concepts = energies.shape
+    fit, held = held_out_split(n_items, seed, holdout)
+    fit_captions = [captions[i] for i in fit]
+    ranked, vocabulary = caption_words(energies[fit], fit_captions, top=top, min_count=min_count)
+    if not vocabulary or held.size == 0:
+        return ranked, np.full(n_concepts, np.nan)
+    _, present_fit = caption_vocabulary(fit_captions, vocabulary=vocabulary)
+    fires_fit = energies[fit] > 0
+    prefixes = [[w[:size] for w in ranked] for size in range(1, top + 1)]
+    fit_scores = np.stack([np.nan_to_num(_label_scores(p, vocabulary, present_fit, fires_fit), nan=-1.0)
+                           for p in prefixes])  # (top, K)
+    best = fit_scores.argmax(axis=0)  # the first prefix wins ties: shorter labels
+    words = [prefixes[b][k] for k, b in enumerate(best)]
+    _, present = caption_vocabulary([captions[i] for i in held], vocabulary=vocabulary)
+    return words, _label_scores(words, vocabulary, present, energies[held] > 0)
+
+
+def chosen_labels(vlm: list[str | None], caption: list[str], caption_auroc: np.ndarray,
+                  world: list[str | None], world_auroc: np.ndarray) -> dict[str, list]:
+    """Each concept's label, where it comes from and its evidence (the ``label``, ``label_source`` and
+    ``label_auroc`` columns of ``concepts``).
+
+    A VLM label wins (it has no score here); otherwise the better scored of the caption words (held-out AUROC,
+    ``caption_label_evidence``) and the embedded world's concept (its AUROC on the real images), a label
+    without a score losing to one with; ``#<id>`` when neither exists.
+    """
+    has_caption = np.array([bool(c) for c in caption], dtype=bool)
+    has_world = np.array([bool(w) for w in world], dtype=bool)
+    caption_score = np.where(has_caption, np.nan_to_num(caption_auroc, nan=-1.0), -2.0)
+    world_score = np.where(has_world, np.nan_to_num(world_auroc, nan=-1.0), -2.0)
+    source = np.select([np.array([bool(v) for v in vlm], dtype=bool), has_world & (world_score > caption_score),
+                        has_caption], ["vlm", "world", "caption"], "id")
+    text = {"vlm": vlm, "world": world, "caption": caption}
+    score = np.select([source == "world", source == "caption"], [world_score, caption_score], np.nan)
+    return {"label": [text[s][k] if s in text else f"#{k}" for k, s in enumerate(source.tolist())],
+            "label_source": source.tolist(), "label_auroc": np.where(score < 0, np.nan, score)}

@@ -22,7 +22,7 @@ from precompute.analysis.cooccurrence import eigenvector_alignment, epsilon_grid
 from precompute.analysis.datapoints import datapoint_scores
 from precompute.analysis.delta import concept_stats, delta_histogram, pearson_matrix, sigmoid
 from precompute.analysis.energies import energy_histograms
-from precompute.analysis.labels import auroc_matrix, caption_words
+from precompute.analysis.labels import auroc_matrix, caption_label_evidence, chosen_labels
 from precompute.analysis.neighbours import nearest_atoms
 from precompute.config import WorldSourceConfig
 from precompute.errors import BlindspotError
@@ -37,7 +37,7 @@ FREQUENCY_TEMPERATURE = 0.4
 EIGENVECTORS = 100
 CARD_PARTNERS = 10  # co-occurrence partners and decoder neighbours kept per concept (the concept card's lists)
 # Bumped when the analyze stage's outputs change shape, so older outputs in a work folder are recomputed.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 
 
 def analyze_dir(ctx: StageContext, lens_digest: str) -> Path:
@@ -184,11 +184,12 @@ def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[
     """One row per SAE concept: UMAP position, dead flag, labels."""
     n_concepts = lens.n_concepts
     xy = umap_layout(lens.sae.dictionary.detach().float().cpu().numpy(), seed=ctx.config.run.seed)
-    words, _ = caption_words(real, captions)
+    words, caption_auroc = caption_label_evidence(real, captions, seed=ctx.config.run.seed)
     columns = {
         "concept": np.arange(n_concepts, dtype=np.int32), "umap_x": xy[:, 0], "umap_y": xy[:, 1],
         "is_dead": ~fired, "caption_words": [", ".join(w for w, _ in top) for top in words],
-        "world_concept": [None] * n_concepts, "world_auroc": np.full(n_concepts, np.nan),
+        "caption_auroc": caption_auroc, "world_concept": [None] * n_concepts,
+        "world_auroc": np.full(n_concepts, np.nan),
     }
     if isinstance(ctx.config.source, WorldSourceConfig):
         names, auc = world_auroc(ctx, real)
@@ -197,8 +198,8 @@ def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[
         columns["world_auroc"] = auc[np.arange(n_concepts), best]
     vlm = _vlm_labels(ctx, lens, fired)
     columns["vlm_label"] = [vlm.get(k) for k in range(n_concepts)]
-    columns["label"] = [v or w or c or f"#{k}" for k, (v, w, c) in
-                        enumerate(zip(columns["vlm_label"], columns["caption_words"], columns["world_concept"]))]
+    columns.update(chosen_labels(columns["vlm_label"], columns["caption_words"], caption_auroc,
+                                 columns["world_concept"], columns["world_auroc"]))
     return pa.table(columns)
 
 
