@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -27,6 +28,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.atlas = Atlas(settings.atlas)
+        app.state.templates.env.globals["run_name"] = app.state.atlas.info().get("run_name", "")  # every header
         labels = LabelStore(settings.labels or default_label_path(settings.atlas),
                             lens_identity(app.state.atlas.root, app.state.atlas.info()))
         app.state.explorer = Explorer(app.state.atlas, labels)
@@ -46,6 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.atlas.close()
 
     app = FastAPI(title="Blindspot Atlas", lifespan=lifespan)
+    # HTML, JSON, CSS, JS and the binary point payload compressed (images are PNG, left as they are)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.state.settings = settings
     app.state.templates = Jinja2Templates(directory=str(frontend / "templates"))
     app.mount("/static", StaticFiles(directory=str(frontend / "static")), name="static")

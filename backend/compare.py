@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from markupsafe import Markup
@@ -126,8 +127,10 @@ def compare_charts(data: dict[str, Any]) -> dict[str, Any]:
     titles = ([f"#{c} {label}: {data['a']} {x:.3f}, {data['b']} {y:.3f}"
                for c, label, x, y in zip(scatter["concept"], scatter["label"], scatter["a"], scatter["b"])]
               if len(scatter["concept"]) <= svg.DETAIL_POINTS else None)  # large scatters carry no tooltips
-    delta_scatter = svg.scatter(scatter["a"], scatter["b"], colour_values=scatter["a"], titles=titles,
-                                x_domain=(0.0, 1.0), y_domain=(0.0, 1.0), diagonal=True,
+    links = ([f"/concepts/{c}?model={quote(data['a'], safe='')}" for c in scatter["concept"]]
+             if titles is not None else None)  # each point opens its concept's card
+    delta_scatter = svg.scatter(scatter["a"], scatter["b"], colour_values=scatter["a"], titles=titles, links=links,
+                                x_domain=(0.0, 1.0), y_domain=(0.0, 1.0), margin=0.03, diagonal=True,
                                 x_label=f"delta, {data['a']}", y_label=f"delta, {data['b']}",
                                 title=f"delta per concept: r = {_fmt(data['pearson_ab'])}",
                                 frame=svg.Frame(width=420, height=400))

@@ -18,6 +18,7 @@ from backend.atlas import Atlas, NotFound
 from precompute.errors import BlindspotError
 
 ATTRIBUTED_CONCEPTS = 10  # concepts listed on a feature's card, most attributed first
+RANKING_THUMBNAILS = 3  # top generated images shown per feature in the minority ranking
 
 
 class NoInternalLens(BlindspotError):
@@ -48,8 +49,12 @@ def minority_ranking(atlas: Atlas, generator: str, limit: int = 50, offset: int 
     generator, lens = resolve_generator(atlas, generator)
     total = atlas.rows("SELECT count(*) AS n FROM internal_features WHERE source_id = ? AND kept", [generator])
     features = atlas.rows("""
-        SELECT minority_rank, feature, minority, frequency, distinctiveness, label FROM internal_features
-        WHERE source_id = ? AND kept ORDER BY minority_rank LIMIT ? OFFSET ?""", [generator, limit, offset])
+        WITH page AS (SELECT minority_rank, feature, minority, frequency, distinctiveness, label
+                      FROM internal_features WHERE source_id = ? AND kept ORDER BY minority_rank LIMIT ? OFFSET ?)
+        SELECT p.*, coalesce(list(m.path ORDER BY e.rank) FILTER (WHERE m.path IS NOT NULL), []) AS thumbnails
+        FROM page p LEFT JOIN internal_exemplars e ON e.source_id = ? AND e.feature = p.feature AND e.rank < ?
+        LEFT JOIN images m ON m.item_id = e.item_id AND m.source_id = e.source_id
+        GROUP BY ALL ORDER BY p.minority_rank""", [generator, limit, offset, generator, RANKING_THUMBNAILS])
     return {"generator": generator, "lens": lens, "kept": total[0]["n"], "offset": offset, "limit": limit,
             "features": features}
 

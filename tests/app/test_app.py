@@ -22,7 +22,7 @@ def test_overview_page_shows_sources_stages_and_pairs(client):
     html = page.text
     assert "test-world" in html and "planted-a" in html
     assert "not available yet" not in html  # stage notes are phrased for the page
-    assert html.count('<figure class="pair">') == 24
+    assert html.count('<tr class="pair"') == 24
     assert "not run" in html  # stages this atlas was built without say so
 
 

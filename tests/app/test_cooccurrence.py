@@ -88,3 +88,13 @@ def test_an_atlas_without_analysis_explains_itself(world_atlas, tmp_path_factory
             assert page.status_code == 200 and "without the analyze stage" in page.text
         assert plain.get("/api/cooccurrence").json()["l0"] == {}
         assert plain.get("/api/frequency").json()["concepts"]["concept"] == []
+
+
+@pytest.mark.parametrize("y, temperature", [("delta_sharp", "0.4"), ("delta", "0.8")])
+def test_frequency_says_which_temperature_its_y_axis_uses(client, y, temperature):
+    data = client.get("/api/frequency", params={"model": "planted", "y": y}).json()
+    assert data["temperature"] == float(temperature)
+    page = client.get("/frequency", params={"model": "planted", "y": y}).text
+    assert f'<b class="temperature">T = {temperature}</b>' in page
+    axes = next(g for g in charts(page)["frequency-scatter"].iter() if g.get("class") == "axes")
+    assert any(f"T = {temperature}" in (t.text or "") for t in axes.iter())  # on the axis label too

@@ -211,3 +211,17 @@ def test_minority_colour_and_steer_link_appear_only_with_the_internal_lens(attri
         assert client.get("/api/concepts/4", params={"model": "same"}).json()["attributions"] is None
         assert "steer with these" not in client.get("/concepts/4", params={"model": "same"}).text
 
+
+
+def test_the_default_radius_lists_neighbours_for_a_typical_concept(client, lens_atlas):
+    """0.05 of the map, the old default, listed no neighbour for most concepts of a small map; the default is now
+    the median distance to the 8th nearest concept, so a typical concept lists about eight."""
+    live = [c for (c,) in query(lens_atlas, "SELECT concept FROM concepts WHERE NOT is_dead ORDER BY concept")]
+    state = client.get("/api/explorer", params={"concept": live[0]}).json()["state"]
+    assert 0.01 <= state["radius"] <= 0.3
+    counts = [len(client.get("/api/explorer/context", params={"concept": c}).json()["neighbours"]) for c in live]
+    old = [len(client.get("/api/explorer/context", params={"concept": c, "radius": 0.05}).json()["neighbours"])
+           for c in live]
+    assert np.median(counts) >= 6
+    assert np.median(old) < np.median(counts)
+    assert f'value="{state["radius"]}"' in client.get("/explorer").text  # the slider opens there
