@@ -9,6 +9,10 @@ const HEADER_BYTES = 24;
 const COLOUR_KEYS = ["delta", "relative_delta", "frequency", "frequency_gen", "minority"];
 const NO_VALUE = 255; // colour category of concepts without a value (dead, not attributed); 0..254 carry the scale
 const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]; // as backend/svg.py
+// delta and relative delta diverge from their neutral middle (0.5, 0): blue suppressed, grey even, orange exaggerated
+// (the card's colours), so the blindspots stand out and the middle of the scale reads as "no change"
+const DIVERGING = [[43, 74, 203], [116, 143, 252], [134, 142, 150], [252, 146, 87], [217, 72, 15]];
+const DIVERGING_KEYS = new Set(["delta", "relative_delta"]);
 const SIZE_STEPS = 24;
 
 function scale(anchors, steps) {
@@ -23,7 +27,7 @@ function scale(anchors, steps) {
   }
   return colours;
 }
-const POINT_COLOURS = [...scale(VIRIDIS, NO_VALUE), "#5c636a"];
+const pointColours = (colour) => [...scale(DIVERGING_KEYS.has(colour) ? DIVERGING : VIRIDIS, NO_VALUE), "#5c636a"];
 
 export function parsePoints(buffer) {
   const view = new DataView(buffer);
@@ -94,6 +98,10 @@ function main(root) {
   const plot = document.getElementById("plot");
   const canvas = document.getElementById("scatter");
   const edgesSvg = document.getElementById("edges");
+  const hitsSvg = document.getElementById("hits");
+  const edgeModel = document.getElementById("edge-model");
+  const searchResults = document.getElementById("search-results");
+  const thresholds = JSON.parse(root.dataset.thresholds);
   const tooltip = document.getElementById("tooltip");
   const legend = document.getElementById("legend");
   const status = document.getElementById("plot-status");
@@ -160,7 +168,7 @@ function main(root) {
     width: "auto",
     height: "auto",
     backgroundColor: "#14161a",
-    pointColor: POINT_COLOURS,
+    pointColor: pointColours(state.colour),
     pointColorActive: "#ffffff",
     pointColorHover: "#ff6b6b",
     colorBy: "valueA",
@@ -187,6 +195,13 @@ function main(root) {
     return payloads.get(url);
   }
 
+  function legendTicks(points) {
+    // the blindspot thresholds and the neutral middle of delta; the middle of relative delta; else the ends
+    if (points.colour === "delta") return [points.low, thresholds.suppressed_below, 0.5, thresholds.exaggerated_above, points.high];
+    if (points.colour === "relative_delta") return [points.low, 0, points.high];
+    return [points.low, (points.low + points.high) / 2, points.high];
+  }
+
   function drawLegend(points) {
     const text = controls.colour.selectedOptions[0]?.title ?? points.colour;
     const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Number(v.toPrecision(3)).toString());
@@ -195,18 +210,25 @@ function main(root) {
     title.textContent = text;
     const bar = document.createElement("div");
     bar.className = "bar";
-    bar.style.background = `linear-gradient(to right, ${scale(VIRIDIS, 9).join(", ")})`;
-    const ends = document.createElement("div");
-    ends.className = "ends";
-    ends.innerHTML = "<span></span><span></span>";
-    ends.children[0].textContent = fmt(points.low);
-    ends.children[1].textContent = fmt(points.high);
+    bar.style.background = `linear-gradient(to right, ${scale(DIVERGING_KEYS.has(points.colour) ? DIVERGING : VIRIDIS, 17).join(", ")})`;
+    const ticks = document.createElement("div");
+    ticks.className = "ticks";
+    const span = points.high > points.low ? points.high - points.low : 1;
+    for (const value of legendTicks(points)) {
+      const tick = document.createElement("span");
+      tick.className = "tick";
+      tick.dataset.value = String(value);
+      tick.style.left = `${(100 * (value - points.low)) / span}%`;
+      tick.textContent = fmt(value);
+      ticks.append(tick);
+    }
     const missing = document.createElement("div");
     missing.innerHTML = '<span class="nan"></span>no value (dead or not attributed)';
-    legend.append(title, bar, ends, missing);
+    legend.append(title, bar, ticks, missing);
   }
 
   async function draw() {
+    hideTooltip();
     status.hidden = false;
     status.textContent = `loading ${nConcepts} concepts…`;
     const colourPoints = await payload(state.model, state.colour);
@@ -227,6 +249,7 @@ function main(root) {
         size[i] = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
       }
     }
+    scatterplot.set({ pointColor: pointColours(colourPoints.colour) });
     scatterplot.set(sizePoints === null
       ? { sizeBy: null, pointSize: basePointSize }
       : { sizeBy: "valueB", pointSize: Array.from({ length: SIZE_STEPS }, (_, i) => basePointSize * (0.45 + (2.2 * i) / (SIZE_STEPS - 1))) });
@@ -238,6 +261,7 @@ function main(root) {
     plot.dataset.view = `${state.model}/${state.colour}/${state.size}`;
     status.hidden = true;
     drawEdges();
+    drawHits();
   }
 
   function line(x1, y1, x2, y2, cls, width) {
@@ -347,22 +371,62 @@ function main(root) {
     return openSelection(ids.slice(0, 50000));
   }
 
-  async function showTooltip(index) {
+  function placeTooltip(index) {
+    // beside the point, flipped to its left (or above) where the plot's edge would cut it off
     const [x, y] = scatterplot.getScreenPosition(index);
-    tooltip.style.left = `${x}px`;
-    tooltip.style.top = `${y}px`;
-    tooltip.textContent = `#${index}`;
+    const margin = 6;
+    const gap = 12;
+    const { width, height } = tooltip.getBoundingClientRect();
+    const room = { width: plot.clientWidth, height: plot.clientHeight };
+    let left = x + gap;
+    if (left + width > room.width - margin) left = x - gap - width;
+    let top = y - height / 2;
+    top = Math.min(Math.max(top, margin), room.height - height - margin);
+    tooltip.style.left = `${Math.max(margin, left)}px`;
+    tooltip.style.top = `${top}px`;
+  }
+
+  function hideTooltip() {
+    tooltip.hidden = true;
+    tooltip.dataset.index = "";
+  }
+
+  async function showTooltip(index) {
+    tooltip.replaceChildren(`#${index}`);
     tooltip.hidden = false;
+    placeTooltip(index);
     const key = `${state.model}:${index}`;
     if (!briefs.has(key)) {
       briefs.set(key, fetch(`/api/concepts/${index}/brief?model=${encodeURIComponent(state.model)}`).then((r) => r.json()));
     }
     const brief = await briefs.get(key);
     if (tooltip.hidden || tooltip.dataset.index !== String(index)) return;
-    tooltip.replaceChildren(`#${brief.concept} ${brief.label} · `);
+    const head = document.createElement("div");
     const delta = document.createElement("b");
+    delta.className = "delta-value";
     delta.textContent = brief.delta === null ? "no δ" : `δ ${brief.delta.toFixed(3)}${brief.significant ? "" : " (n.s.)"}`;
-    tooltip.append(delta);
+    head.append(`#${brief.concept} `, delta);
+    const label = document.createElement("div");
+    label.className = "label";
+    label.textContent = brief.label;
+    tooltip.replaceChildren(head, label);
+    placeTooltip(index);
+  }
+
+  function drawHits() {
+    // the concepts of the current search, ringed on the map
+    hitsSvg.replaceChildren();
+    if (!plot.dataset.points) return;
+    const ids = [...searchResults.querySelectorAll("a[data-concept]")].map((a) => Number(a.dataset.concept));
+    for (const concept of ids) {
+      if (!Number.isInteger(concept) || concept < 0 || concept >= nConcepts) continue;
+      const [cx, cy] = scatterplot.getScreenPosition(concept);
+      const ring = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+      Object.entries({ cx, cy, r: basePointSize + 5, class: "hit" }).forEach(([k, v]) => ring.setAttribute(k, v));
+      ring.dataset.concept = String(concept);
+      hitsSvg.append(ring);
+    }
+    hitsSvg.dataset.hits = String(hitsSvg.childElementCount);
   }
 
   // -- scatter events ------------------------------------------------------------------------------------------
@@ -370,11 +434,9 @@ function main(root) {
     tooltip.dataset.index = String(index);
     showTooltip(index);
   });
-  scatterplot.subscribe("pointOut", () => {
-    tooltip.hidden = true;
-    tooltip.dataset.index = "";
-  });
+  scatterplot.subscribe("pointOut", hideTooltip);
   scatterplot.subscribe("select", ({ points }) => {
+    hideTooltip();
     if (points.length === 1) openConcept(points[0]);
     else if (points.length > 1) openSelection(points);
   });
@@ -387,13 +449,17 @@ function main(root) {
   let pendingFrame = 0;
   scatterplot.subscribe("view", () => {
     cancelAnimationFrame(pendingFrame);
-    pendingFrame = requestAnimationFrame(drawEdges);
+    pendingFrame = requestAnimationFrame(() => {
+      drawEdges();
+      drawHits();
+      if (!tooltip.hidden && tooltip.dataset.index) placeTooltip(Number(tooltip.dataset.index));
+    });
   });
   // regl-scatterplot resizes its canvas from a throttled ResizeObserver of its own: redraw the edges after it has
   let resizeTimer = 0;
   new ResizeObserver(() => {
     clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => requestAnimationFrame(drawEdges), 250);
+    resizeTimer = setTimeout(() => requestAnimationFrame(() => { drawEdges(); drawHits(); }), 250);
   }).observe(plot);
 
   // -- controls ------------------------------------------------------------------------------------------------
@@ -401,6 +467,7 @@ function main(root) {
     const modelChanged = update.model !== undefined && update.model !== state.model;
     Object.assign(state, update);
     window.history.pushState(null, "", urlOf(state));
+    edgeModel.textContent = state.model;
     await draw();
     if (modelChanged) {
       document.getElementById("search").dispatchEvent(new Event("search"));
@@ -449,6 +516,7 @@ function main(root) {
     openConcept(Number(link.dataset.concept), { zoom: true });
   });
   document.body.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target.id === "search-results") drawHits();
     if (event.detail.target.id === "label-block") {
       for (const key of briefs.keys()) if (key.endsWith(`:${state.concept}`)) briefs.delete(key);
     }
@@ -458,6 +526,8 @@ function main(root) {
     const before = { ...state };
     Object.assign(state, readUrl());
     syncControls();
+    hideTooltip();
+    edgeModel.textContent = state.model;
     if (before.select !== state.select) scatterplot.set({ lassoType: state.select === "box" ? "rectangle" : "freeform" });
     if (before.model !== state.model || before.colour !== state.colour || before.size !== state.size) await draw();
     const selText = (s) => (s.sel ? polygonToText(s.sel) : "");
