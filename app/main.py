@@ -9,12 +9,12 @@ from importlib import resources
 from fastapi import FastAPI, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
 from app.routes import internal, steer
 from app.settings import Settings
+from app.static import CompressedStaticFiles
 from backend.atlas import Atlas, NotFound
 from backend.explorer import Explorer
 from backend.labels import LabelStore, default_label_path, lens_identity
@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.state.settings = settings
     app.state.templates = Jinja2Templates(directory=str(frontend / "templates"))
-    app.mount("/static", StaticFiles(directory=str(frontend / "static")), name="static")
+    app.mount("/static", CompressedStaticFiles(directory=str(frontend / "static")), name="static")
     app.include_router(overview.router)
     app.include_router(images.router)
     app.include_router(explorer.router)

@@ -18,6 +18,7 @@ attributed internal feature); the domain is the colour scale's range.
 
 from __future__ import annotations
 
+import gzip
 import struct
 import threading
 from typing import Any, Literal
@@ -64,6 +65,7 @@ class Explorer:
         self.atlas = atlas
         self.labels = labels
         self._payloads: dict[tuple[str, str], bytes] = {}
+        self._compressed: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
         self.tables = {r["table_name"] for r in atlas.rows("SELECT table_name FROM duckdb_tables()")}
         self.analysed = {"concepts", "concept_stats"} <= self.tables and bool(
@@ -142,6 +144,18 @@ class Explorer:
         with self._lock:
             self._payloads[key] = payload
         return payload
+
+    def points_gzip(self, model: str, colour: str) -> bytes:
+        """``points`` gzip-compressed, once per payload: the server sends it as is (``Content-Encoding: gzip``)
+        instead of compressing 384 KB again on every request (about 50 ms of CPU at 32,000 concepts)."""
+        key = (model, colour)
+        with self._lock:
+            cached = self._compressed.get(key)
+        if cached is None:
+            cached = gzip.compress(self.points(model, colour), compresslevel=6, mtime=0)
+            with self._lock:
+                self._compressed[key] = cached
+        return cached
 
     def brief(self, concept: int, model: str) -> dict[str, Any]:
         """What the scatter's tooltip shows: id, label (the user's first), delta and its significance."""

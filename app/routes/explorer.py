@@ -78,9 +78,14 @@ def explorer_json(explorer: ExplorerDep, model: Model = None, colour: Colour = "
 @router.get("/api/explorer/points.bin", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}},
                              "description": "24-byte header + float32 (x, y, value) per concept"}})
-def points(explorer: ExplorerDep, model: Model = None, colour: Colour = "delta") -> Response:
-    payload = explorer.points(explorer.model(model), colour)
-    return Response(payload, media_type="application/octet-stream", headers={"Cache-Control": "max-age=600"})
+def points(request: Request, explorer: ExplorerDep, model: Model = None, colour: Colour = "delta") -> Response:
+    headers = {"Cache-Control": "max-age=600", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):  # compressed once and kept, not on every request
+        payload = explorer.points_gzip(explorer.model(model), colour)
+        headers["Content-Encoding"] = "gzip"
+    else:
+        payload = explorer.points(explorer.model(model), colour)
+    return Response(payload, media_type="application/octet-stream", headers=headers)
 
 
 @router.get("/api/explorer/context")

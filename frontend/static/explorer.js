@@ -1,7 +1,7 @@
 // The explorer page: the UMAP of all concepts drawn by regl-scatterplot (WebGL), mounted once; the concept card,
 // search results and lasso rankings are htmx fragments swapped in beside it. All view state (model, colour, size,
 // concept, radius, selection) lives in the URL: controls push history entries and the back button restores them.
-import { createScatterplot } from "/static/vendor/regl-scatterplot.js";
+import { createRenderer, createScatterplot } from "/static/vendor/regl-scatterplot.js";
 
 // Point payload layout: see backend/explorer.py (24-byte header, then float32 x, y, value per concept).
 const MAGIC = "BSPT";
@@ -93,6 +93,7 @@ function pointsInPolygon(layout, vertices) {
 }
 
 function main(root) {
+  performance.mark("explorer:start");
   const defaults = JSON.parse(root.dataset.state);
   const nConcepts = Number(root.dataset.nConcepts);
   const plot = document.getElementById("plot");
@@ -122,7 +123,6 @@ function main(root) {
   const placeholder = card.querySelector(".placeholder")?.outerHTML
     ?? '<p class="muted placeholder">Click a concept on the map, jump to an id or search a label to open its card.</p>';
 
-  const payloads = new Map();
   const briefs = new Map();
   let layout = null;
   let edges = null;
@@ -162,8 +162,32 @@ function main(root) {
     radiusValue.textContent = state.radius.toFixed(2);
   }
 
+  // the point payload is on its way (the page preloads it) while WebGL starts up
+  const payloads = new Map();
+  function payload(model, colour) {
+    const url = `/api/explorer/points.bin?model=${encodeURIComponent(model)}&colour=${encodeURIComponent(colour)}`;
+    if (!payloads.has(url)) {
+      payloads.set(url, fetch(url).then(async (response) => {
+        if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
+        return parsePoints(await response.arrayBuffer());
+      }));
+    }
+    return payloads.get(url);
+  }
+  payload(state.model, state.colour).catch(() => {}); // errors surface where draw() awaits it
+
+  // regl-scatterplot draws into the WebGL canvas of a renderer and copies each frame into the plot's canvas. Its
+  // default renderer is as large as the window; one the size of the plot halves the pixels each frame reads back
+  // (about 300 ms per frame under software WebGL on a busy 2-core machine, and the first load draws two frames).
+  const rendererCanvas = document.createElement("canvas");
+  const renderer = createRenderer({ canvas: rendererCanvas });
+  performance.mark("explorer:renderer-created");
+  const fitRenderer = () => renderer.resize(Math.max(plot.clientWidth, 1), Math.max(plot.clientHeight, 1));
+  fitRenderer();
+
   const basePointSize = nConcepts <= 2000 ? 9 : nConcepts <= 10000 ? 5 : 3;
   const scatterplot = createScatterplot({
+    renderer,
     canvas,
     width: "auto",
     height: "auto",
@@ -183,17 +207,8 @@ function main(root) {
     deselectOnDblClick: false,
   });
   window.blindspotExplorer = { scatterplot, state };
-
-  async function payload(model, colour) {
-    const url = `/api/explorer/points.bin?model=${encodeURIComponent(model)}&colour=${encodeURIComponent(colour)}`;
-    if (!payloads.has(url)) {
-      payloads.set(url, fetch(url).then(async (response) => {
-        if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
-        return parsePoints(await response.arrayBuffer());
-      }));
-    }
-    return payloads.get(url);
-  }
+  let drawnScales = { colour: DIVERGING_KEYS.has(state.colour), sized: false }; // what the scatter was created with
+  performance.mark("explorer:scatter-created");
 
   function legendTicks(points) {
     // the blindspot thresholds and the neutral middle of delta; the middle of relative delta; else the ends
@@ -232,6 +247,7 @@ function main(root) {
     status.hidden = false;
     status.textContent = `loading ${nConcepts} concepts…`;
     const colourPoints = await payload(state.model, state.colour);
+    performance.mark("explorer:points-parsed");
     const sizeSource = state.size === "frequency" ? "frequency" : state.size === "extremity" ? "delta" : null;
     const sizePoints = sizeSource ? await payload(state.model, sizeSource) : null;
     layout ??= normalisedLayout(colourPoints);
@@ -249,12 +265,21 @@ function main(root) {
         size[i] = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
       }
     }
-    scatterplot.set({ pointColor: pointColours(colourPoints.colour) });
-    scatterplot.set(sizePoints === null
-      ? { sizeBy: null, pointSize: basePointSize }
-      : { sizeBy: "valueB", pointSize: Array.from({ length: SIZE_STEPS }, (_, i) => basePointSize * (0.45 + (2.2 * i) / (SIZE_STEPS - 1))) });
+    // every set() renders a frame, and a frame costs a read-back of the WebGL canvas: set only what changed
+    const scales = { colour: DIVERGING_KEYS.has(colourPoints.colour), sized: sizePoints !== null };
+    if (scales.colour !== drawnScales.colour || scales.sized !== drawnScales.sized) {
+      scatterplot.set({
+        pointColor: pointColours(colourPoints.colour),
+        ...(scales.sized
+          ? { sizeBy: "valueB", pointSize: Array.from({ length: SIZE_STEPS }, (_, i) => basePointSize * (0.45 + (2.2 * i) / (SIZE_STEPS - 1))) }
+          : { sizeBy: null, pointSize: basePointSize }),
+      });
+      drawnScales = scales;
+    }
+    performance.mark("explorer:draw-called");
     await scatterplot.draw({ x: layout.x, y: layout.y, valueA: category, valueB: size },
       { zDataType: "categorical", wDataType: "continuous" });
+    performance.mark("explorer:drawn");
     if (highlighted.length) scatterplot.select(highlighted, { preventEvent: true });
     drawLegend(colourPoints);
     plot.dataset.points = String(scatterplot.get("points").length);
@@ -458,6 +483,7 @@ function main(root) {
   // regl-scatterplot resizes its canvas from a throttled ResizeObserver of its own: redraw the edges after it has
   let resizeTimer = 0;
   new ResizeObserver(() => {
+    fitRenderer();
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => requestAnimationFrame(() => { drawEdges(); drawHits(); }), 250);
   }).observe(plot);
