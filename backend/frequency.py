@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from backend import svg
-from backend.atlas import Atlas
+from backend.atlas import Atlas, NotFound
 from backend.query import USER_LABELS, analysis_settings, resolve_model, url, user_label_params, view_context
 from precompute.stages.analyze import FREQUENCY_TEMPERATURE
 
@@ -93,8 +93,29 @@ def frequency_chart(data: dict[str, Any]) -> Any:
                else f"delta = sigmoid((E_gen - E_real) / T), T = {data['temperature']:g}")
     links = ([f"/concepts/{c}?model={quote(data['model'], safe='')}" for c in concepts["concept"]]
              if titles is not None else None)  # each point opens its concept's card
+    pick = url("/frequency/nearest", {"model": data["model"], "y": data["y"], "scale": data["scale"]})
     return svg.scatter(nu_real, concepts["value"], colour_values=concepts["value"], sizes=sizes, titles=titles,
-                       links=links, x_log=log, x_domain=None if log else (0.0, 1.0), y_domain=(0.0, 1.0),
+                       links=links, pick_url=pick, x_log=log, x_domain=None if log else (0.0, 1.0), y_domain=(0.0, 1.0),
                        margin=0.03, guides_y=guides,
                        x_label="frequency in real images (share of images)", y_label=y_label,
                        title=f"{data['model']}: frequency vs energy difference", frame=svg.Frame(width=640, height=380))
+
+
+def nearest_concept(atlas: Atlas, model: str | None, y: FrequencyY, scale: AxisScale, at_x: float,
+                    at_y: float) -> tuple[int, str]:
+    """The concept drawn nearest (at_x, at_y) on the frequency chart (a log frequency axis measured in decades
+    over the chart's span), and the model: where a click goes when the chart is too large for a link per point."""
+    data = frequency_data(atlas, model, y, scale)
+    nu = np.asarray(data["concepts"]["nu_real"], dtype=float)
+    value = np.asarray(data["concepts"]["value"], dtype=float)
+    if scale == AxisScale.log:
+        placed = nu > 0
+        lx = np.log10(np.where(placed, nu, 1.0))
+        span = float(np.ptp(lx[placed])) if placed.any() else 1.0
+        dx = (lx - np.log10(max(at_x, 1e-12))) / (span or 1.0)
+        distance = np.where(placed, dx ** 2 + (value - at_y) ** 2, np.inf)
+    else:
+        distance = (nu - at_x) ** 2 + (value - at_y) ** 2
+    if not np.isfinite(distance).any():
+        raise NotFound(f"no concept to pick on the frequency chart of {data['model']!r}")
+    return int(data["concepts"]["concept"][int(np.argmin(distance))]), data["model"]

@@ -94,8 +94,10 @@ def feature_card(atlas: Atlas, generator: str, feature: int) -> dict[str, Any]:
     return {"generator": generator, "lens": lens, **found[0], "exemplars": exemplars, "attributed_concepts": concepts}
 
 
-def concept_features(atlas: Atlas, concept: int, generator: str | None = None, limit: int = 50) -> dict[str, Any]:
-    """The internal features most attributed to an output-lens concept, with the probe's quality."""
+def concept_features(atlas: Atlas, concept: int, generator: str | None = None, limit: int = 50,
+                     user_labels: dict[int, str] | None = None) -> dict[str, Any]:
+    """The internal features most attributed to an output-lens concept, with the probe's quality (the concept
+    named by the user's label when there is one)."""
     generator, lens = resolve_generator(atlas, generator)
     known = atlas.rows("SELECT label FROM concepts WHERE concept = ?", [concept])
     if not known:
@@ -106,7 +108,8 @@ def concept_features(atlas: Atlas, concept: int, generator: str | None = None, l
         SELECT a.rank, a.feature, a.score, f.minority, f.frequency, f.kept, f.minority_rank, f.label
         FROM attributions a LEFT JOIN internal_features f ON f.source_id = a.source_id AND f.feature = a.feature
         WHERE a.source_id = ? AND a.concept = ? ORDER BY a.rank LIMIT ?""", [generator, concept, limit])
-    return {"generator": generator, "concept": concept, "label": known[0]["label"], "lens": lens,
+    label = (user_labels or {}).get(concept) or known[0]["label"]
+    return {"generator": generator, "concept": concept, "label": label, "lens": lens,
             "probe": probe[0] if probe else None, "features": features}
 
 

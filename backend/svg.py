@@ -259,14 +259,17 @@ def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_valu
             x_domain: tuple[float, float] | None = None, y_domain: tuple[float, float] | None = None,
             guides_y: Sequence[float] = (), diagonal: bool = False, x_label: str = "", y_label: str = "",
             title: str = "", frame: Frame = Frame(), margin: float = 0.0,
-            links: Sequence[str] | None = None) -> Markup:
+            links: Sequence[str] | None = None, pick_url: str | None = None) -> Markup:
     """One ``point`` per (x, y); points that a log axis cannot place (<= 0) or non-finite are left out.
 
     ``colour_values`` colour points on the sequential scale over ``colour_domain``; ``sizes`` are
     radii in user units; ``guides_y`` draws dashed horizontal reference lines (the blindspot
     thresholds); ``diagonal`` draws y = x. ``margin`` widens given linear domains by that share on
     each side (ticks stay inside the given domain), so points at its ends are not drawn over the axes.
-    ``links``: one URL per point, each point then a link (``<a>``) to it (detailed charts only).
+    ``links``: one URL per point, each point then a link (``<a>``) to it (detailed charts only). A compact
+    chart (more than ``DETAIL_POINTS``) has no element per point; with ``pick_url`` it says in ``data-pick-*``
+    where its frame and domains are, and ``frontend/static/charts.js`` sends a click there as data coordinates
+    (``&at_x=&at_y=``) to ``pick_url``, which answers with the nearest point's page.
     """
     given = {"x": x_domain, "y": y_domain}
     if margin:
@@ -310,6 +313,11 @@ def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_valu
         parts.append("</g>")
     else:
         parts += _dense_points(px, py, radii, shades, colour_domain)
+        if pick_url is not None:
+            pick = (f' data-pick-url="{_text(pick_url)}" data-pick-frame="{frame.x0} {frame.x1} {frame.y0} {frame.y1}"'
+                    f' data-pick-domain="{x.low:.9g} {x.high:.9g} {y.low:.9g} {y.high:.9g}"'
+                    f' data-pick-log="{"x" if x_log else ""}{"y" if y_log else ""}"')
+            parts[0] = parts[0].replace("<svg ", f"<svg{pick} ", 1)
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -200,6 +200,9 @@ def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[
     columns["vlm_label"] = [vlm.get(k) for k in range(n_concepts)]
     columns.update(chosen_labels(columns["vlm_label"], columns["caption_words"], caption_auroc,
                                  columns["world_concept"], columns["world_auroc"]))
+    for name in ("caption_auroc", "label_auroc", "world_auroc"):  # no score: null, not NaN (DuckDB reads it back)
+        score = np.asarray(columns[name], dtype=np.float64)
+        columns[name] = pa.array(score, mask=np.isnan(score))
     return pa.table(columns)
 
 

@@ -109,3 +109,16 @@ def test_log_histograms_tick_whole_counts_and_scatter_points_are_links_inside_th
         cx, cy, r = (float(circle.get(k)) for k in ("cx", "cy", "r"))
         assert left < cx - r and cx + r < right and top < cy - r and cy + r < bottom
     assert any(d in (0.0, 1.0) or d < 0.01 or d > 0.99 for d in data["scatter"]["a"])  # points at the ends exist
+
+
+def test_a_click_on_the_delta_scatter_opens_the_nearest_concepts_card(client, atlas_db):
+    deltas = atlas_db.execute("""SELECT a.concept, a.delta, b.delta FROM concept_stats a
+        JOIN concept_stats b ON b.concept = a.concept AND b.source_id = 'same' JOIN concepts c ON c.concept = a.concept
+        WHERE a.source_id = 'planted' AND NOT c.is_dead""").fetchall()
+    concept, x, y = deltas[len(deltas) // 2]
+    answer = client.get("/compare/nearest", params={"a": "planted", "b": "same", "at_x": x + 1e-4, "at_y": y},
+                        follow_redirects=False)
+    nearest = min(deltas, key=lambda r: ((r[1] - x - 1e-4) ** 2 + (r[2] - y) ** 2, r[0]))[0]
+    assert answer.status_code == 303 and answer.headers["location"] == f"/concepts/{nearest}?model=planted"
+    assert client.get("/compare/nearest", params={"at_x": 0.5, "at_y": 0.5, "a": "nope"}).status_code == 404
+    assert client.get("/compare/nearest", params={"at_x": 9, "at_y": 0.5}).status_code == 422

@@ -133,3 +133,33 @@ def test_card_examples_show_captions_and_energies_and_load_lower_bands(page, liv
     page.wait_for_selector(".examples-side[data-side='real'] .band[data-band='1']")
     energies = [float(t.split()[1]) for t in side.locator(".band figcaption .value").all_inner_texts()]
     assert energies == sorted(energies, reverse=True)  # each band lower than the one before
+
+
+def test_a_click_on_a_compact_delta_scatter_opens_the_nearest_card(page, live_server, monkeypatch):
+    """Above 2,000 points a scatter has no element per point (a 32,000-concept page would be megabytes); a click
+    still opens the card of the concept drawn nearest. Here the threshold is lowered to make the test atlas's
+    scatter compact."""
+    from backend import svg
+
+    monkeypatch.setattr(svg, "DETAIL_POINTS", 5)
+    page.goto(f"{live_server}/compare?a=planted&b=same")
+    chart = page.locator("#delta-scatter svg[data-pick-url]")
+    assert chart.count() == 1 and page.locator("#delta-scatter svg a").count() == 0
+    chart.scroll_into_view_if_needed()
+    data = page.evaluate("() => fetch('/api/compare?a=planted&b=same').then(r => r.json())")
+    concept = data["scatter"]["concept"][len(data["scatter"]["concept"]) // 2]
+    x, y = (data["scatter"][k][data["scatter"]["concept"].index(concept)] for k in ("a", "b"))
+    where = page.evaluate("""([x, y]) => {
+        const chart = document.querySelector('#delta-scatter svg');
+        const [x0, x1, y0, y1] = chart.dataset.pickFrame.split(' ').map(Number);
+        const [xl, xh, yl, yh] = chart.dataset.pickDomain.split(' ').map(Number);
+        const at = new DOMPoint(x0 + (x - xl) / (xh - xl) * (x1 - x0), y0 + (y - yl) / (yh - yl) * (y1 - y0));
+        const screen = at.matrixTransform(chart.getScreenCTM());
+        return [screen.x, screen.y];
+    }""", [x, y])
+    expected = page.evaluate(f"() => fetch('/compare/nearest?a=planted&b=same&at_x={x}&at_y={y}')"
+                             ".then(r => new URL(r.url).pathname)")
+    page.mouse.click(*where)
+    page.wait_for_url(re.compile(r"/concepts/\d+\?model=planted"))
+    assert page.url.split("?")[0].endswith(expected)
+    assert page.locator("#concept-card").count() == 1

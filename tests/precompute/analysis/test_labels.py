@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
-from precompute.analysis.labels import (_label_scores, caption_label_evidence, caption_vocabulary, chosen_labels,
-                                        held_out_split)
+from precompute.analysis.labels import (EnergyRanks, _label_scores, caption_label_evidence, caption_vocabulary,
+                                        chosen_labels, held_out_split)
 
 WORDS = ["apple", "boat", "cat", "dog", "egg", "fish"]
 
@@ -26,8 +26,8 @@ def test_labels_name_the_words_that_predict_the_concept_and_score_them_on_held_o
     energies, captions = world()
     words, auroc = caption_label_evidence(energies, captions, seed=0)
     assert [[w for w, _ in label] for label in words] == [[w] for w in WORDS]  # a weak second word is dropped
-    # 10% of the images flip each concept: about (0.7 * 0.9 + 0.3 * 0.9 ...) AUROC well above chance, below 1
-    assert np.all((auroc > 0.8) & (auroc < 0.95)), auroc
+    # 10% of the images flip each concept: well above chance, below 1
+    assert np.all((auroc > 0.8) & (auroc < 0.97)), auroc
 
 
 def test_shuffled_captions_score_chance():
@@ -40,20 +40,21 @@ def test_shuffled_captions_score_chance():
     assert np.all(np.abs(auroc - 0.5) < 0.08), auroc  # ... and score as chance
 
 
-def test_the_score_is_the_auroc_of_the_label_word_count_against_firing():
+def test_the_score_is_the_auroc_of_the_concepts_energy_for_captions_naming_the_label():
     energies, captions = world(n=600, flip=0.3, seed=2)
+    dense_energy = energies.toarray()
+    dense_energy[:40, 0] = 2.0  # ties among the images where a concept fires are ranked alike
     vocabulary, present = caption_vocabulary(captions, min_count=1)
     labels = [[("apple", 1.0), ("boat", 1.0)], [("cat", 1.0)], [], [("dog", 1.0), ("egg", 1.0), ("fish", 1.0)],
               [("egg", 1.0)], [("fish", 1.0), ("apple", 1.0)]]
-    fires = energies > 0
-    got = _label_scores(labels, vocabulary, present, fires)
+    got = _label_scores(labels, vocabulary, present, EnergyRanks.of(sp.csr_array(dense_energy)))
     dense, column = present.toarray(), {w: i for i, w in enumerate(vocabulary)}
     for k, label in enumerate(labels):
         if not label:
             assert np.isnan(got[k])
             continue
-        count = sum(dense[:, column[w]] for w, _ in label)
-        assert got[k] == pytest.approx(roc_auc_score(fires.toarray()[:, k], count))
+        named = sum(dense[:, column[w]] for w, _ in label) > 0
+        assert got[k] == pytest.approx(roc_auc_score(named, dense_energy[:, k]))
 
 
 def test_the_split_is_seeded_disjoint_and_covers_every_image():
