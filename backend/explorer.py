@@ -27,6 +27,7 @@ import numpy as np
 
 from backend.atlas import Atlas, NotFound
 from backend.cards import LazyCardIndex
+from backend.kdindex import kd_order
 from backend.labels import LabelStore
 from backend.query import USER_LABELS, BadQuery, analysis_settings, generators, resolve_model, user_label_params
 
@@ -66,6 +67,7 @@ class Explorer:
         self.labels = labels
         self._payloads: dict[tuple[str, str], bytes] = {}
         self._compressed: dict[tuple[str, str], bytes] = {}
+        self._layout_order: tuple[bytes, bytes] | None = None
         self._lock = threading.Lock()
         self.tables = {r["table_name"] for r in atlas.rows("SELECT table_name FROM duckdb_tables()")}
         self.analysed = {"concepts", "concept_stats"} <= self.tables and bool(
@@ -155,6 +157,20 @@ class Explorer:
             cached = gzip.compress(self.points(model, colour), compresslevel=6, mtime=0)
             with self._lock:
                 self._compressed[key] = cached
+        return cached
+
+    def layout_order(self) -> tuple[bytes, bytes]:
+        """The map's points in the order of the scatter's spatial index (``backend.kdindex``), little-endian
+        uint32 per concept, raw and gzip-compressed; one layout for every model, sorted once."""
+        self.require_analysis()
+        with self._lock:
+            cached = self._layout_order
+        if cached is None:
+            layout = self.atlas.arrow("SELECT umap_x, umap_y FROM concepts ORDER BY concept")
+            order = kd_order(layout.column("umap_x").to_numpy(), layout.column("umap_y").to_numpy()).astype("<u4")
+            cached = (order.tobytes(), gzip.compress(order.tobytes(), compresslevel=6, mtime=0))
+            with self._lock:
+                self._layout_order = cached
         return cached
 
     def brief(self, concept: int, model: str) -> dict[str, Any]:

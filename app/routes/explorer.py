@@ -88,6 +88,19 @@ def points(request: Request, explorer: ExplorerDep, model: Model = None, colour:
     return Response(payload, media_type="application/octet-stream", headers=headers)
 
 
+@router.get("/api/explorer/layout-order.bin", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "uint32 per concept: the points in the scatter's spatial-index order"}})
+def layout_order(request: Request, explorer: ExplorerDep) -> Response:
+    """The order of the map's points in regl-scatterplot's KDBush index, so the page need not sort them."""
+    raw, compressed = explorer.layout_order()
+    headers = {"Cache-Control": "max-age=600", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(compressed, media_type="application/octet-stream", headers=headers)
+    return Response(raw, media_type="application/octet-stream", headers=headers)
+
+
 @router.get("/api/explorer/context")
 def context(explorer: ExplorerDep, concept: Annotated[int, Query(ge=0, le=10_000_000)], model: Model = None,
             radius: Radius = None) -> dict[str, Any]:

@@ -46,6 +46,29 @@ export function parsePoints(buffer) {
   return { n, colour: COLOUR_KEYS[view.getUint32(12, true)], low: view.getFloat32(16, true), high: view.getFloat32(20, true), x, y, value };
 }
 
+// regl-scatterplot's spatial index is a KDBush 4 buffer: an 8-byte header (0xdb, version 1 << 4 | array type,
+// uint16 node size, uint32 count), the ids in tree order, padding to 8 bytes, then float64 x, y in that order.
+const KDBUSH_NODE_SIZE = 64;
+const KDBUSH_FLOAT64 = 8; // index of Float64Array in KDBush's list of array types
+
+function kdbushBuffer(order, x, y) {
+  const n = order.length;
+  const Ids = n < 65536 ? Uint16Array : Uint32Array;
+  const idBytes = n * Ids.BYTES_PER_ELEMENT;
+  const pad = (8 - (idBytes % 8)) % 8;
+  const buffer = new ArrayBuffer(8 + idBytes + pad + 16 * n);
+  new Uint8Array(buffer, 0, 2).set([0xdb, (1 << 4) + KDBUSH_FLOAT64]);
+  new Uint16Array(buffer, 2, 1)[0] = KDBUSH_NODE_SIZE;
+  new Uint32Array(buffer, 4, 1)[0] = n;
+  new Ids(buffer, 8, n).set(order);
+  const coords = new Float64Array(buffer, 8 + idBytes + pad, 2 * n);
+  for (let i = 0; i < n; i += 1) {
+    coords[2 * i] = x[order[i]];
+    coords[2 * i + 1] = y[order[i]];
+  }
+  return buffer;
+}
+
 function normalisedLayout(points) {
   // regl-scatterplot draws in [-1, 1]; keep the UMAP's aspect ratio and leave a margin.
   let [minX, maxX, minY, maxY] = [Infinity, -Infinity, Infinity, -Infinity];
@@ -175,6 +198,10 @@ function main(root) {
     return payloads.get(url);
   }
   payload(state.model, state.colour).catch(() => {}); // errors surface where draw() awaits it
+  // the order of the points in the scatter's spatial index, sorted by the server (backend/kdindex.py)
+  const layoutOrder = fetch("/api/explorer/layout-order.bin").then((r) => (r.ok ? r.arrayBuffer() : null))
+    .then((buffer) => (buffer ? new Uint32Array(buffer) : null)).catch(() => null);
+  let spatialIndex = null;
 
   // regl-scatterplot draws into the WebGL canvas of a renderer and copies each frame into the plot's canvas. Its
   // default renderer is as large as the window; one the size of the plot halves the pixels each frame reads back
@@ -255,6 +282,10 @@ function main(root) {
     const sizeSource = state.size === "frequency" ? "frequency" : state.size === "extremity" ? "delta" : null;
     const sizePoints = sizeSource ? await payload(state.model, sizeSource) : null;
     layout ??= normalisedLayout(colourPoints);
+    if (spatialIndex === null) {
+      const order = await layoutOrder;
+      if (order && order.length === layout.x.length) spatialIndex = kdbushBuffer(order, layout.x, layout.y);
+    }
     const { n, low, high, value } = colourPoints;
     const span = high > low ? high - low : 1;
     const category = new Array(n);
@@ -282,7 +313,7 @@ function main(root) {
     }
     performance.mark("explorer:draw-called");
     await scatterplot.draw({ x: layout.x, y: layout.y, valueA: category, valueB: size },
-      { zDataType: "categorical", wDataType: "continuous" });
+      { zDataType: "categorical", wDataType: "continuous", ...(spatialIndex ? { spatialIndex } : {}) });
     performance.mark("explorer:drawn");
     if (highlighted.length) scatterplot.select(highlighted, { preventEvent: true });
     drawLegend(colourPoints);

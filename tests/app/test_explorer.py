@@ -225,3 +225,15 @@ def test_the_default_radius_lists_neighbours_for_a_typical_concept(client, lens_
     assert np.median(counts) >= 6
     assert np.median(old) < np.median(counts)
     assert f'value="{state["radius"]}"' in client.get("/explorer").text  # the slider opens there
+
+
+def test_the_layout_order_is_a_kd_order_of_every_concept(client, lens_atlas):
+    from backend.kdindex import kd_order
+
+    raw = client.get("/api/explorer/layout-order.bin", headers={"Accept-Encoding": "identity"})
+    assert raw.headers["content-type"] == "application/octet-stream"
+    order = np.frombuffer(raw.content, dtype="<u4")
+    layout = np.array(query(lens_atlas, "SELECT umap_x, umap_y FROM concepts ORDER BY concept"), dtype=np.float32)
+    assert sorted(order.tolist()) == list(range(len(layout)))
+    assert order.tolist() == kd_order(layout[:, 0], layout[:, 1]).tolist()
+    assert client.get("/api/explorer/layout-order.bin").headers["content-encoding"] == "gzip"

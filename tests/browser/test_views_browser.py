@@ -163,3 +163,21 @@ def test_a_click_on_a_compact_delta_scatter_opens_the_nearest_card(page, live_se
     page.wait_for_url(re.compile(r"/concepts/\d+\?model=planted"))
     assert page.url.split("?")[0].endswith(expected)
     assert page.locator("#concept-card").count() == 1
+
+
+def test_the_scatter_uses_the_servers_spatial_index_and_picks_points_with_it(page, live_server, atlas_facts):
+    """The page hands regl-scatterplot the KDBush index in the server's order (backend/kdindex.py) instead of
+    letting it sort the points on every draw; hover and lasso (tested above) query that index."""
+    open_explorer(page, live_server, "?model=planted")
+    used = page.evaluate("""async () => {
+        const index = window.blindspotExplorer.scatterplot.get('spatialIndex');
+        const order = new Uint32Array(await (await fetch('/api/explorer/layout-order.bin')).arrayBuffer());
+        const n = order.length;
+        const ids = new (n < 65536 ? Uint16Array : Uint32Array)(index, 8, n);
+        return {n, same: ids.every((v, i) => v === order[i]), magic: new Uint8Array(index, 0, 1)[0]};
+    }""")
+    assert used == {"n": atlas_facts["n"], "same": True, "magic": 0xDB}
+    concept = atlas_facts["live"][5]
+    x, y = point_on_page(page, concept)
+    page.mouse.move(x, y)
+    page.wait_for_function("(i) => document.querySelector('#tooltip').textContent.startsWith(`#${i} `)", arg=concept)
