@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.templating import Jinja2Templates
 
 from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
@@ -20,6 +20,7 @@ from app.errors import HANDLED, error_response, handle_error
 from app.routes import internal, steer
 from app.security import WebDefences, allowed_hosts
 from app.settings import Settings
+from app.static import CompressedStaticFiles
 from backend.atlas import Atlas
 from backend.explorer import Explorer
 from backend.labels import LabelStore, default_label_path, lens_identity
@@ -32,6 +33,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.atlas = Atlas(settings.atlas)
+        app.state.templates.env.globals["run_name"] = app.state.atlas.info().get("run_name", "")  # every header
         labels = LabelStore(settings.labels or default_label_path(settings.atlas),
                             lens_identity(app.state.atlas.root, app.state.atlas.info()))
         app.state.explorer = Explorer(app.state.atlas, labels)
@@ -51,9 +53,11 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.atlas.close()
 
     app = FastAPI(title="Blindspot Atlas", lifespan=lifespan)
+    # HTML, JSON, CSS, JS and the binary point payload compressed (images are PNG, left as they are)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.state.settings = settings
     app.state.templates = Jinja2Templates(directory=str(frontend / "templates"))
-    app.mount("/static", StaticFiles(directory=str(frontend / "static")), name="static")
+    app.mount("/static", CompressedStaticFiles(directory=str(frontend / "static")), name="static")
     app.include_router(overview.router)
     app.include_router(images.router)
     app.include_router(explorer.router)

@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
-DELTA_X0, DELTA_WIDTH, DELTA_ROW = 110, 290, 22  # the delta strip: label column, track length, row height
+DELTA_X0, DELTA_WIDTH, DELTA_ROW = 110, 260, 22  # the delta strip: label column, track length, row height
+DELTA_VIEW = 560  # its width: the track, then each row's numbers
 
 
 def _figure(img: dict[str, Any], css: str, title: str, alt: str, caption: str = "") -> str:
@@ -35,34 +36,53 @@ def quad_row(images: Sequence[dict[str, Any]], empty: str) -> Markup:
                 f'{escape(img["source_id"])} · energy {img["energy"]:.3g}') for img in images))
 
 
-def exemplar_strip(images: Sequence[dict[str, Any]]) -> Markup:
-    """The exemplars after the best one, small, their score in the tooltip."""
-    return Markup("\n      ".join(
-        _figure(img, "shot small", f'{escape(img["caption"])} (score {img["score"]:.3g})',
-                f'{escape(img["source_id"])} exemplar {rank}') for rank, img in enumerate(images[1:], start=2)))
+def example_grid(images: Sequence[dict[str, Any]], empty: str) -> Markup:
+    """Activation examples as Neuronpedia shows them: each image (with the concept's heatmap where the atlas has
+    one) above its caption and the concept's energy on it, both visible without hovering."""
+    if not images:
+        return Markup(f'<p class="muted small">{escape(empty)}</p>')
+    figures = []
+    for img in images:
+        heat = (f'<img class="heat" src="{escape(img["heatmap"])}" alt="" loading="lazy">'
+                if img.get("heatmap") else "")
+        picture = (f'<img src="{escape(img["url"])}" alt="{escape(img["source_id"])} image of '
+                   f'{escape(img["item_id"])}" loading="lazy">' if img.get("url") else "")
+        figures.append(
+            f'<figure class="example" data-item="{escape(img["item_id"])}"><div class="frame">{picture}{heat}</div>'
+            f'<figcaption><span class="value">energy {img["energy"]:.3g}</span>'
+            f'<span class="text">{escape(img["caption"])}</span></figcaption></figure>')
+    return Markup(f'<div class="example-grid">{"".join(figures)}</div>')
 
 
-def deltas_svg(deltas: Sequence[dict[str, Any]], model: str) -> Markup:
-    """Delta of the concept in every model on one [0, 1] track each, with its interval; ``model`` highlighted."""
+def deltas_svg(deltas: Sequence[dict[str, Any]], model: str, suppressed_below: float,
+               exaggerated_above: float) -> Markup:
+    """Delta of the concept in every model on one [0, 1] track each, with its interval and its value written
+    beside the track; the blindspot thresholds as dashed lines; ``model`` highlighted."""
     x0, w, n = DELTA_X0, DELTA_WIDTH, len(deltas)
     rows = []
     for i, d in enumerate(deltas):
-        y = 14 + DELTA_ROW * i
+        y = 20 + DELTA_ROW * i
         name = escape(d["source_id"])
         kind = "suppressed" if d["suppressed"] else "exaggerated" if d["exaggerated"] else "neutral"
+        numbers = f'{d["delta"]:.3f} [{d["ci_low"]:.3f}, {d["ci_high"]:.3f}]'
         rows.append(
-            f'<g class="delta-row{" current" if d["source_id"] == model else ""}">'
+            f'<g class="delta-row{" current" if d["source_id"] == model else ""}" data-model="{name}">'
             f'<text x="{x0 - 8}" y="{y + 4}" text-anchor="end">{name}</text>'
             f'<line x1="{x0}" y1="{y}" x2="{x0 + w}" y2="{y}" stroke="#e9ecef" stroke-width="6" stroke-linecap="round"/>'
             f'<line x1="{x0 + w * d["ci_low"]:.1f}" y1="{y}" x2="{x0 + w * d["ci_high"]:.1f}" y2="{y}" stroke="#868e96" '
             f'stroke-width="2"/><circle cx="{x0 + w * d["delta"]:.1f}" cy="{y}" r="5" class="{kind}"><title>{name}: '
-            f'δ {d["delta"]:.3f} [{d["ci_low"]:.3f}, {d["ci_high"]:.3f}]</title></circle></g>')
-    bottom = DELTA_ROW * n
+            f'δ {numbers}</title></circle>'
+            f'<text class="value" x="{x0 + w + 14}" y="{y + 4}">δ {numbers}</text></g>')
+    bottom = 20 + DELTA_ROW * (n - 1) + 10
+    marks = "".join(
+        f'<g class="threshold"><line x1="{x0 + w * t:.1f}" y1="8" x2="{x0 + w * t:.1f}" y2="{bottom}" '
+        f'stroke="{colour}" stroke-dasharray="3 3"/><text x="{x0 + w * t:.1f}" y="6" text-anchor="middle">{t:g}'
+        f'</text></g>' for t, colour in ((suppressed_below, "#3b5bdb"), (0.5, "#ced4da"), (exaggerated_above, "#e8590c")))
     return Markup(
-        f'<svg class="deltas" viewBox="0 0 420 {bottom + 24}" role="img" aria-label="delta of this concept per model">'
-        f'<line x1="{x0 + w / 2:g}" y1="4" x2="{x0 + w / 2:g}" y2="{bottom + 6}" stroke="#ced4da" '
-        f'stroke-dasharray="3 3"/>{"".join(rows)}<g class="axis"><text x="{x0}" y="{bottom + 20}">0 suppressed</text>'
-        f'<text x="{x0 + w}" y="{bottom + 20}" text-anchor="end">exaggerated 1</text></g></svg>')
+        f'<svg class="deltas" viewBox="0 -4 {DELTA_VIEW} {bottom + 22}" role="img" '
+        f'aria-label="delta of this concept per model">{marks}{"".join(rows)}<g class="axis">'
+        f'<text x="{x0}" y="{bottom + 14}">0 suppressed</text>'
+        f'<text x="{x0 + w}" y="{bottom + 14}" text-anchor="end">exaggerated 1</text></g></svg>')
 
 
 def _link(concept: int, label: str, model_q: str) -> str:
@@ -92,12 +112,13 @@ def nearest_list(neighbours: Sequence[dict[str, Any]], model: str) -> Markup:
 def card_parts(card: dict[str, Any]) -> dict[str, Markup]:
     """Every repeated part of ``card`` (``backend.concepts.concept_card``), for ``_concept_card.html``."""
     model, quad, exemplars, partners = card["model"], card["quad"], card["exemplars"], card["cooccurring"]
+    thresholds = card["thresholds"]
     return {
         "quad_real": quad_row(quad["real_best"], "the concept never fires on real images"),
         "quad_generated": quad_row(quad["generated_best"], f"the concept never fires on {model} images"),
-        "strip_real": exemplar_strip(exemplars["real"]),
-        "strip_generated": exemplar_strip(exemplars["generated"]),
-        "deltas": deltas_svg(card["deltas"], model),
+        "examples_real": example_grid(exemplars["real"], "the concept never fires on real images"),
+        "examples_generated": example_grid(exemplars["generated"], f"the concept never fires on {model} images"),
+        "deltas": deltas_svg(card["deltas"], model, thresholds["suppressed_below"], thresholds["exaggerated_above"]),
         "cooccurring_real": cooccurring_list(partners["real"], partners["generated"], model, "lost"),
         "cooccurring_generated": cooccurring_list(partners["generated"], partners["real"], model, "new"),
         "nearest": nearest_list(card["nearest"]["concepts"], model),

@@ -65,8 +65,9 @@ class CardIndex:
         self.source_index = {s: i for i, s in enumerate(self.sources)}
         self.n_images = {r["source_id"]: r["n_images"] for r in sources}
 
-        concepts = atlas.arrow("""SELECT concept, label, caption_words, vlm_label, world_concept, world_auroc,
-                                         umap_x, umap_y, is_dead, energy_max FROM concepts ORDER BY concept""")
+        concepts = atlas.arrow("""SELECT concept, label, label_source, label_auroc, caption_words, caption_auroc,
+                                         vlm_label, world_concept, world_auroc, umap_x, umap_y, is_dead, energy_max
+                                  FROM concepts ORDER BY concept""")
         self.concepts = {name: concepts.column(name).to_pylist() for name in concepts.column_names}
         self.labels: list[str] = self.concepts["label"]
         self.energy_max = concepts.column("energy_max").to_numpy()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from markupsafe import Markup
 
 from backend import svg
-from backend.atlas import Atlas
+from backend.atlas import Atlas, NotFound
 from backend.query import USER_LABELS, resolve_model, url, user_label_params, view_context
 
 DATAPOINT_BINS = 40
@@ -126,8 +127,12 @@ def compare_charts(data: dict[str, Any]) -> dict[str, Any]:
     titles = ([f"#{c} {label}: {data['a']} {x:.3f}, {data['b']} {y:.3f}"
                for c, label, x, y in zip(scatter["concept"], scatter["label"], scatter["a"], scatter["b"])]
               if len(scatter["concept"]) <= svg.DETAIL_POINTS else None)  # large scatters carry no tooltips
-    delta_scatter = svg.scatter(scatter["a"], scatter["b"], colour_values=scatter["a"], titles=titles,
-                                x_domain=(0.0, 1.0), y_domain=(0.0, 1.0), diagonal=True,
+    links = ([f"/concepts/{c}?model={quote(data['a'], safe='')}" for c in scatter["concept"]]
+             if titles is not None else None)  # each point opens its concept's card
+    pick = url("/compare/nearest", {"a": data["a"], "b": data["b"]})  # a click on a compact chart
+    delta_scatter = svg.scatter(scatter["a"], scatter["b"], colour_values=scatter["a"], titles=titles, links=links,
+                                pick_url=pick,
+                                x_domain=(0.0, 1.0), y_domain=(0.0, 1.0), margin=0.03, diagonal=True,
                                 x_label=f"delta, {data['a']}", y_label=f"delta, {data['b']}",
                                 title=f"delta per concept: r = {_fmt(data['pearson_ab'])}",
                                 frame=svg.Frame(width=420, height=400))
@@ -135,6 +140,24 @@ def compare_charts(data: dict[str, Any]) -> dict[str, Any]:
     datapoints = (svg.histogram(points["edges"], points["counts"], x_label="datapoint score ||xi(x') - xi(x)||_2",
                                 y_label="pairs", title="datapoint scores") if points["counts"] else Markup(""))
     return {"histograms": histograms, "pearson": pearson, "scatter": delta_scatter, "datapoints": datapoints}
+
+
+def nearest_concept(atlas: Atlas, a: str | None, b: str | None, at_x: float, at_y: float) -> tuple[int, str]:
+    """The live concept whose (delta under a, delta under b) lies nearest (at_x, at_y), and model a: where a
+    click on the delta scatter goes when the chart is too large to make each point a link."""
+    context = view_context(atlas)
+    a = resolve_model(atlas, a, context["models"])
+    b = resolve_model(atlas, b, context["models"]) if b else next((m for m in context["models"] if m != a), a)
+    if not context["analysed"] or a is None:
+        raise NotFound("this atlas has no concept statistics to pick from")
+    found = atlas.rows("""
+        SELECT sa.concept FROM concept_stats sa JOIN concept_stats sb ON sb.concept = sa.concept AND sb.source_id = ?
+        JOIN concepts c ON c.concept = sa.concept
+        WHERE sa.source_id = ? AND NOT c.is_dead
+        ORDER BY (sa.delta - ?) ** 2 + (sb.delta - ?) ** 2, sa.concept LIMIT 1""", [b, a, at_x, at_y])
+    if not found:
+        raise NotFound(f"no live concept under models {a!r} and {b!r}")
+    return found[0]["concept"], a
 
 
 def _fmt(value: float | None) -> str:

@@ -6,6 +6,10 @@ paper's 2x2 (section 4.1: the best real image with its generated counterpart, th
 generated image with its real counterpart), the activation histogram real vs generated,
 delta in every model, nearest concepts by decoder cosine, the internal features
 attributed to the concept (when the internal lens ran) and the user's label.
+
+Like Neuronpedia's feature pages, its activation examples are the top images of each
+side with their captions and energies, and on demand (``activation_band``) images from
+each lower quantile band of the concept's energies (``activation_examples``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from backend.atlas import NotFound
 from backend.cards import STAT_COLUMNS, CardIndex
 from backend.explorer import Explorer
 from backend.internal import steer_proposal
+from backend.query import BadQuery
+from precompute.analysis.examples import BANDS
 
 # Heatmap colours (inferno anchors); alpha follows the activation, so where the concept is absent the image shows.
 HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=float)
@@ -131,6 +137,8 @@ def concept_card(explorer: Explorer, concept: int, model: str) -> dict[str, Any]
         "cooccurring": cooccurring(index, users, concept, model),
         "nearest": _nearest(index, users, concept),
         "attributions": _attributions(explorer, concept, model),
+        "bands": BANDS,
+        "thresholds": explorer.analysis,
     }
 
 
@@ -139,13 +147,48 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def set_label(explorer: Explorer, concept: int, text: str) -> dict[str, Any]:
-    """Store the user's label of ``concept`` ('' restores the automatic one); return what the card now shows."""
-    explorer.check_concept(concept)
-    stored = explorer.labels.set(concept, text)
+def _label_state(explorer: Explorer, concept: int) -> dict[str, Any]:
+    """What the card's label block shows: the label, the user's own if any, and the automatic one."""
+    stored = explorer.labels.get(concept)
     automatic = explorer.atlas.rows("SELECT label FROM concepts WHERE concept = ?", [concept])[0]["label"]
-    return {"concept": concept, "label": stored or automatic, "user_label": stored or None,
-            "automatic_label": automatic}
+    return {"concept": concept, "label": stored or automatic, "user_label": stored, "automatic_label": automatic}
+
+
+def set_label(explorer: Explorer, concept: int, text: str) -> dict[str, Any]:
+    """Store the user's label of ``concept`` (a bad one raises ``LabelError`` and the old label stays); return
+    what the card now shows."""
+    explorer.check_concept(concept)
+    explorer.labels.set(concept, text)
+    return _label_state(explorer, concept)
+
+
+def remove_label(explorer: Explorer, concept: int) -> dict[str, Any]:
+    """Drop the user's label of ``concept``, so the automatic label shows again."""
+    explorer.check_concept(concept)
+    explorer.labels.remove(concept)
+    return _label_state(explorer, concept)
+
+
+def activation_band(explorer: Explorer, concept: int, model: str, side: str, band: int) -> dict[str, Any]:
+    """The images of one quantile band of the concept's energies on the real images (``side="real"``) or on
+    ``model``'s (``"generated"``): band 0 is the top quarter of the images where it fires, band 3 the bottom
+    one, each image with its caption and the concept's energy there."""
+    explorer.check_concept(concept)
+    if side not in ("real", "generated"):
+        raise BadQuery(f"side is 'real' or 'generated', got {side!r}")
+    if not 0 <= band < BANDS:
+        raise BadQuery(f"band is 0 (the top quarter of the firing images) to {BANDS - 1}, got {band}")
+    source = "real" if side == "real" else model
+    images = explorer.atlas.rows("""
+        SELECT a.rank, a.item_id, a.energy, a.quantile, i.caption, im.path
+        FROM activation_examples a JOIN items i USING (item_id)
+        LEFT JOIN images im ON im.item_id = a.item_id AND im.source_id = a.source_id
+        WHERE a.source_id = ? AND a.concept = ? AND a.band = ? ORDER BY a.rank""", [source, concept, band])
+    for image in images:
+        image.update(source_id=source, url=f"/{image['path']}" if image["path"] else None, heatmap=None)
+    return {"concept": concept, "model": model, "side": side, "source_id": source, "band": band, "bands": BANDS,
+            "from_share": band / BANDS, "to_share": (band + 1) / BANDS, "images": images,
+            "next_band": band + 1 if band + 1 < BANDS else None}
 
 
 def heatmap_png(explorer: Explorer, source_id: str, concept: int, item_id: str) -> bytes:

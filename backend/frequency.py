@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from backend import svg
-from backend.atlas import Atlas
-from backend.query import USER_LABELS, resolve_model, url, user_label_params, view_context
+from backend.atlas import Atlas, NotFound
+from backend.query import USER_LABELS, analysis_settings, resolve_model, url, user_label_params, view_context
+from precompute.stages.analyze import FREQUENCY_TEMPERATURE
 
 
 class FrequencyY(StrEnum):
@@ -33,7 +35,11 @@ class AxisScale(StrEnum):
 
 
 _Y_COLUMN = {FrequencyY.delta_sharp: "s.delta_sharp", FrequencyY.delta: "s.delta"}
-_Y_LABEL = {FrequencyY.delta_sharp: "sigmoid((E_gen - E_real) / 0.4)", FrequencyY.delta: "delta"}
+
+
+def temperature(data: dict[str, Any]) -> float:
+    """The temperature of the chosen y axis: the paper's sharper T = 0.4, or the atlas's own delta's."""
+    return FREQUENCY_TEMPERATURE if data["y"] == FrequencyY.delta_sharp else data["analysis"]["temperature"]
 
 
 def frequency_data(atlas: Atlas, model: str | None = None, y: FrequencyY = FrequencyY.delta_sharp,
@@ -44,10 +50,11 @@ def frequency_data(atlas: Atlas, model: str | None = None, y: FrequencyY = Frequ
     data: dict[str, Any] = {
         **context, "model": model, "y": y, "scale": scale, "ys": list(FrequencyY), "scales": list(AxisScale),
         "concepts": {"concept": [], "label": [], "nu_real": [], "nu_gen": [], "value": []},
-        "n_real_images": None, "spearman": None, "n_never_real": 0,
+        "n_real_images": None, "spearman": None, "n_never_real": 0, "analysis": analysis_settings(atlas),
         "links": {"page": url("/frequency", {"model": model, "y": y, "scale": scale}),
                   "json": url("/api/frequency", {"model": model, "y": y, "scale": scale})},
     }
+    data["temperature"] = temperature(data)
     if not context["analysed"] or model is None:
         return data
     rows = atlas.rows(f"""
@@ -79,8 +86,36 @@ def frequency_chart(data: dict[str, Any]) -> Any:
                for c, label, f, v in zip(concepts["concept"], concepts["label"], nu_real, concepts["value"])]
               if nu_real.size <= svg.DETAIL_POINTS else None)  # large scatters carry no tooltips
     log = data["scale"] == AxisScale.log
-    guides = (0.5,) if data["y"] == FrequencyY.delta_sharp else (0.1, 0.5, 0.9)  # neutral line; thresholds of delta
+    thresholds = data["analysis"]
+    guides = ((0.5,) if data["y"] == FrequencyY.delta_sharp  # the neutral line; and delta's blindspot thresholds
+              else (thresholds["suppressed_below"], 0.5, thresholds["exaggerated_above"]))
+    y_label = (f"sigmoid((E_gen - E_real) / T), T = {data['temperature']:g}" if data["y"] == FrequencyY.delta_sharp
+               else f"delta = sigmoid((E_gen - E_real) / T), T = {data['temperature']:g}")
+    links = ([f"/concepts/{c}?model={quote(data['model'], safe='')}" for c in concepts["concept"]]
+             if titles is not None else None)  # each point opens its concept's card
+    pick = url("/frequency/nearest", {"model": data["model"], "y": data["y"], "scale": data["scale"]})
     return svg.scatter(nu_real, concepts["value"], colour_values=concepts["value"], sizes=sizes, titles=titles,
-                       x_log=log, x_domain=None if log else (0.0, 1.0), y_domain=(0.0, 1.0), guides_y=guides,
-                       x_label="frequency in real images (share of images)", y_label=_Y_LABEL[data["y"]],
+                       links=links, pick_url=pick, x_log=log, x_domain=None if log else (0.0, 1.0), y_domain=(0.0, 1.0),
+                       margin=0.03, guides_y=guides,
+                       x_label="frequency in real images (share of images)", y_label=y_label,
                        title=f"{data['model']}: frequency vs energy difference", frame=svg.Frame(width=640, height=380))
+
+
+def nearest_concept(atlas: Atlas, model: str | None, y: FrequencyY, scale: AxisScale, at_x: float,
+                    at_y: float) -> tuple[int, str]:
+    """The concept drawn nearest (at_x, at_y) on the frequency chart (a log frequency axis measured in decades
+    over the chart's span), and the model: where a click goes when the chart is too large for a link per point."""
+    data = frequency_data(atlas, model, y, scale)
+    nu = np.asarray(data["concepts"]["nu_real"], dtype=float)
+    value = np.asarray(data["concepts"]["value"], dtype=float)
+    if scale == AxisScale.log:
+        placed = nu > 0
+        lx = np.log10(np.where(placed, nu, 1.0))
+        span = float(np.ptp(lx[placed])) if placed.any() else 1.0
+        dx = (lx - np.log10(max(at_x, 1e-12))) / (span or 1.0)
+        distance = np.where(placed, dx ** 2 + (value - at_y) ** 2, np.inf)
+    else:
+        distance = (nu - at_x) ** 2 + (value - at_y) ** 2
+    if not np.isfinite(distance).any():
+        raise NotFound(f"no concept to pick on the frequency chart of {data['model']!r}")
+    return int(data["concepts"]["concept"][int(np.argmin(distance))]), data["model"]

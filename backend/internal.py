@@ -22,6 +22,7 @@ PROPOSED_FEATURES = 3  # features a concept card proposes to steer with
 # A probe whose held-out AUROC is below this is not trusted to say which features drive its concept: steering
 # proposes none for it (README, "Steering over HTTP", has the measurement behind the value).
 PROBE_FLOOR = 0.75
+RANKING_THUMBNAILS = 3  # top generated images shown per feature in the minority ranking
 
 
 class NoInternalLens(BlindspotError):
@@ -52,8 +53,12 @@ def minority_ranking(atlas: Atlas, generator: str, limit: int = 50, offset: int 
     generator, lens = resolve_generator(atlas, generator)
     total = atlas.rows("SELECT count(*) AS n FROM internal_features WHERE source_id = ? AND kept", [generator])
     features = atlas.rows("""
-        SELECT minority_rank, feature, minority, frequency, distinctiveness, label FROM internal_features
-        WHERE source_id = ? AND kept ORDER BY minority_rank LIMIT ? OFFSET ?""", [generator, limit, offset])
+        WITH page AS (SELECT minority_rank, feature, minority, frequency, distinctiveness, label
+                      FROM internal_features WHERE source_id = ? AND kept ORDER BY minority_rank LIMIT ? OFFSET ?)
+        SELECT p.*, coalesce(list(m.path ORDER BY e.rank) FILTER (WHERE m.path IS NOT NULL), []) AS thumbnails
+        FROM page p LEFT JOIN internal_exemplars e ON e.source_id = ? AND e.feature = p.feature AND e.rank < ?
+        LEFT JOIN images m ON m.item_id = e.item_id AND m.source_id = e.source_id
+        GROUP BY ALL ORDER BY p.minority_rank""", [generator, limit, offset, generator, RANKING_THUMBNAILS])
     return {"generator": generator, "lens": lens, "kept": total[0]["n"], "offset": offset, "limit": limit,
             "features": features}
 
@@ -93,8 +98,10 @@ def feature_card(atlas: Atlas, generator: str, feature: int) -> dict[str, Any]:
     return {"generator": generator, "lens": lens, **found[0], "exemplars": exemplars, "attributed_concepts": concepts}
 
 
-def concept_features(atlas: Atlas, concept: int, generator: str | None = None, limit: int = 50) -> dict[str, Any]:
-    """The internal features most attributed to an output-lens concept, with the probe's quality."""
+def concept_features(atlas: Atlas, concept: int, generator: str | None = None, limit: int = 50,
+                     user_labels: dict[int, str] | None = None) -> dict[str, Any]:
+    """The internal features most attributed to an output-lens concept, with the probe's quality (the concept
+    named by the user's label when there is one)."""
     generator, lens = resolve_generator(atlas, generator)
     known = atlas.rows("SELECT label FROM concepts WHERE concept = ?", [concept])
     if not known:
@@ -106,7 +113,8 @@ def concept_features(atlas: Atlas, concept: int, generator: str | None = None, l
         FROM attributions a LEFT JOIN internal_features f ON f.source_id = a.source_id AND f.feature = a.feature
         WHERE a.source_id = ? AND a.concept = ? ORDER BY a.rank LIMIT ?""", [generator, concept, limit])
     proposal = steer_proposal(atlas, generator, concept)
-    return {"generator": generator, "concept": concept, "label": known[0]["label"], "lens": lens,
+    label = (user_labels or {}).get(concept) or known[0]["label"]
+    return {"generator": generator, "concept": concept, "label": label, "lens": lens,
             "probe": probe[0] if probe else None, "probe_floor": proposal["floor"], "features": features,
             "proposal": {k: proposal[k] for k in ("direction", "mode", "strength", "refused", "steer_url")}
             | {"features": [f["feature"] for f in proposal["features"]]}}

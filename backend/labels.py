@@ -27,7 +27,7 @@ from precompute.errors import BlindspotError
 from precompute.stages.common import digest_of, file_digest
 
 FORMAT = 1
-MAX_LABEL = 120  # characters; labels are chips and tooltips, not prose
+MAX_LABEL = 200  # characters; labels are chips and tooltips, not prose
 OUTPUT_SAE_WEIGHTS = "models/output-sae/model.safetensors"
 
 
@@ -59,8 +59,12 @@ def lens_identity(atlas_root: Path, info: dict[str, str]) -> str:
 
 
 def clean_label(text: str) -> str:
-    """A label as stored: trimmed, at most ``MAX_LABEL`` characters, no control characters ('' resets)."""
+    """A label as stored: runs of white space made one space, trimmed; refused (``LabelError``) when empty
+    after trimming, longer than ``MAX_LABEL`` characters or holding control characters."""
     label = " ".join(str(text).split())
+    if not label:
+        raise LabelError("a label must not be empty (after trimming white space); to show the automatic label "
+                         "again, remove yours")
     if len(label) > MAX_LABEL:
         raise LabelError(f"a label has at most {MAX_LABEL} characters, got {len(label)}")
     if any(unicodedata.category(ch).startswith("C") for ch in label):
@@ -99,16 +103,22 @@ class LabelStore:
             return dict(self._labels)
 
     def set(self, concept: int, text: str) -> str:
-        """Store (or with an empty ``text`` remove) the label of ``concept``; return the stored label."""
+        """Store the label of ``concept`` (refused, the old label kept, when ``clean_label`` refuses it); return it."""
         label = clean_label(text)
         with self._lock:
-            if label:
-                self._labels[int(concept)] = label
-            else:
-                self._labels.pop(int(concept), None)
-            self._document["lenses"][self.lens] = {str(k): v for k, v in sorted(self._labels.items())}
-            self._write()
+            self._labels[int(concept)] = label
+            self._save()
         return label
+
+    def remove(self, concept: int) -> None:
+        """Drop the user's label of ``concept``: the automatic label shows again."""
+        with self._lock:
+            self._labels.pop(int(concept), None)
+            self._save()
+
+    def _save(self) -> None:
+        self._document["lenses"][self.lens] = {str(k): v for k, v in sorted(self._labels.items())}
+        self._write()
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

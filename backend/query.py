@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from backend.atlas import Atlas, NotFound
+from precompute.config import AnalysisConfig
 from precompute.errors import BlindspotError
 
 NOT_ANALYSED_HINT = ("This atlas was built without the analyze stage, so it has no blindspot statistics yet. "
@@ -52,6 +53,18 @@ def resolve_model(atlas: Atlas, model: str | None, models: list[str] | None = No
         known = ", ".join(models) or "none"
         raise NotFound(f"no model {model!r} in this atlas (its models: {known})")
     return model
+
+
+def analysis_settings(atlas: Atlas) -> dict[str, float]:
+    """The build's delta temperature and blindspot thresholds (its config's ``[analysis]``; the defaults, the
+    paper's T = 0.8, 0.1 and 0.9, for an atlas that does not record them)."""
+    try:
+        recorded = json.loads(atlas.info().get("config") or "{}").get("analysis", {})
+    except (json.JSONDecodeError, AttributeError):
+        recorded = {}
+    defaults = AnalysisConfig()
+    return {key: float(recorded.get(key, getattr(defaults, key)))
+            for key in ("temperature", "suppressed_below", "exaggerated_above")}
 
 
 def view_context(atlas: Atlas) -> dict[str, Any]:

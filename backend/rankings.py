@@ -5,6 +5,12 @@ default), exaggerated ones above the upper threshold (0.9); the thresholds are t
 build's, stored as the ``suppressed`` / ``exaggerated`` flags of ``concept_stats``.
 Filters and sort orders come from fixed enums mapped to fixed SQL fragments; every
 value reaches the database as a bound parameter.
+
+Delta compares mean energies (how strongly a concept is present, summed over an
+image's tokens), not how often it fires: a concept can fire on more generated images
+than real ones and still be suppressed, because where it fires it fires weakly. Each
+row carries both, and the evidence of the concept's automatic label (``label_auroc``,
+``precompute.analysis.labels``), which can filter the ranking (``min_label_auroc``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backend.atlas import Atlas
-from backend.query import USER_LABELS, BadQuery, resolve_model, url, user_label_params, view_context
+from backend.query import (USER_LABELS, BadQuery, analysis_settings, resolve_model, url, user_label_params,
+                           view_context)
 
 
 class Direction(StrEnum):
@@ -50,6 +57,7 @@ _ORDER = {
 # The exported columns, in order, with their Arrow types (CSV and Parquet carry the same rows as the JSON).
 EXPORT_SCHEMA = pa.schema([
     ("rank", pa.int64()), ("concept", pa.int64()), ("label", pa.string()), ("world_concept", pa.string()),
+    ("label_source", pa.string()), ("label_auroc", pa.float64()), ("user_label", pa.bool_()),
     ("delta", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("significant", pa.bool_()),
     ("relative_delta", pa.float64()), ("e_real", pa.float64()), ("e_gen", pa.float64()),
     ("nu_real", pa.float64()), ("nu_gen", pa.float64()),
@@ -67,12 +75,15 @@ class RankingQuery:
     min_freq: float = 0.0
     max_freq: float = 1.0
     sort: RankingSort = RankingSort.delta
+    min_label_auroc: float = 0.0  # keep concepts whose automatic label scores at least this (0: no filter)
 
     def __post_init__(self) -> None:
         for name in ("min_freq", "max_freq"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise BadQuery(f"{name} is a share of real images in [0, 1]; got {value}")
+        if not 0.0 <= self.min_label_auroc <= 1.0:
+            raise BadQuery(f"min_label_auroc is an AUROC in [0, 1]; got {self.min_label_auroc}")
         if self.min_freq > self.max_freq:
             raise BadQuery(f"min_freq ({self.min_freq}) must not exceed max_freq ({self.max_freq})")
 
@@ -85,14 +96,18 @@ class RankingQuery:
             state["min_freq"] = self.min_freq
         if self.max_freq < 1.0:
             state["max_freq"] = self.max_freq
+        if self.min_label_auroc > 0.0:
+            state["min_label_auroc"] = self.min_label_auroc
         return state
 
 
 def _where(query: RankingQuery, model: str) -> tuple[str, list[Any]]:
     sql = ("FROM concept_stats s JOIN concepts c USING (concept) LEFT JOIN user_labels u ON u.concept = s.concept "
            f"WHERE s.source_id = ? AND {_FLAG[query.direction]} "
-           "AND NOT c.is_dead AND (s.significant OR NOT ?) AND s.nu_real BETWEEN ? AND ?")
-    return sql, [model, query.significant, query.min_freq, query.max_freq]
+           "AND NOT c.is_dead AND (s.significant OR NOT ?) AND s.nu_real BETWEEN ? AND ? "
+           "AND (? = 0 OR c.label_auroc >= ?)")
+    return sql, [model, query.significant, query.min_freq, query.max_freq, query.min_label_auroc,
+                 query.min_label_auroc]
 
 
 def ranking_rows(atlas: Atlas, query: RankingQuery, model: str, offset: int = 0, limit: int | None = None,
@@ -109,8 +124,8 @@ def ranking_rows(atlas: Atlas, query: RankingQuery, model: str, offset: int = 0,
     return atlas.rows(f"""
         WITH {USER_LABELS}, ranked AS (
             SELECT row_number() OVER (ORDER BY {order}, s.concept) AS rank, s.source_id,
-                   s.concept, coalesce(u.label, c.label) AS label, c.world_concept,
-                   s.delta, s.ci_low, s.ci_high, s.significant,
+                   s.concept, coalesce(u.label, c.label) AS label, c.world_concept, c.label_source,
+                   c.label_auroc, u.label IS NOT NULL AS user_label, s.delta, s.ci_low, s.ci_high, s.significant,
                    s.relative_delta, s.e_real, s.e_gen, s.nu_real, s.nu_gen
             {where}
             ORDER BY {order}, s.concept {page})
@@ -143,6 +158,7 @@ def rankings_data(atlas: Atlas, query: RankingQuery, offset: int = 0, limit: int
     return {
         **context, "model": model, "direction": query.direction, "significant": query.significant,
         "min_freq": query.min_freq, "max_freq": query.max_freq, "sort": query.sort,
+        "min_label_auroc": query.min_label_auroc, "thresholds": analysis_settings(atlas),
         "directions": list(Direction), "sorts": list(RankingSort),
         "rows": rows, "total": total, "offset": offset, "limit": limit, "next_offset": next_offset,
         "links": {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 
 import numpy as np
@@ -63,6 +63,7 @@ class Scale:
     start: float
     end: float
     log: bool = False
+    tick_bounds: tuple[float, float] | None = None  # ticks only in here (from 1 on an axis of counts)
 
     @classmethod
     def fit(cls, values: np.ndarray, start: float, end: float, *, log: bool = False,
@@ -100,20 +101,29 @@ class Scale:
         return self.start + fraction * (self.end - self.start)
 
     def ticks(self, target: int = 5) -> list[float]:
-        """Round tick values inside the domain: 1-2-5 steps, or powers of ten on a log scale."""
+        """Round tick values inside the domain (and ``tick_bounds``): 1-2-5 steps, or on a log scale 1, 2 and 5
+        times each power of ten when few decades show, else the powers of ten (every k-th one when there are
+        many)."""
+        low, high = self.low, self.high
+        if self.tick_bounds is not None:
+            low, high = max(low, self.tick_bounds[0]), min(high, self.tick_bounds[1])
         if self.log:
-            first, last = math.floor(math.log10(self.low)), math.ceil(math.log10(self.high))
-            decades = [10.0 ** e for e in range(first, last + 1)]
-            if last - first <= 2:
-                decades = [m * d for d in decades for m in (1, 2, 5)]
-            step = max(1, math.ceil(len(decades) / (target + 3)))
-            inside = [t for t in decades if self.low * (1 - 1e-9) <= t <= self.high * (1 + 1e-9)]
-            return inside[::step] if len(inside) > 1 else inside
-        raw = (self.high - self.low) / max(target, 1)
+            first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+
+            def inside(values: list[float]) -> list[float]:
+                return [t for t in values if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
+
+            powers = [10.0 ** e for e in range(first, last + 1)]
+            steps = inside([m * d for d in powers for m in (1, 2, 5)])
+            if 2 <= len(steps) <= target + 3:
+                return steps
+            decades = inside(powers)
+            return decades[::max(1, math.ceil(len(decades) / (target + 3)))]
+        raw = (high - low) / max(target, 1)
         magnitude = 10.0 ** math.floor(math.log10(raw))
         step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-        first = math.ceil(self.low / step - 1e-9) * step
-        count = int(math.floor((self.high - first) / step + 1e-9)) + 1
+        first = math.ceil(low / step - 1e-9) * step
+        count = int(math.floor((high - first) / step + 1e-9)) + 1
         return [round(first + i * step, 12) for i in range(count)]
 
 
@@ -222,6 +232,8 @@ def histogram(edges: Sequence[float], counts: Mapping[str, Sequence[float]], *, 
     x = Scale.fit(edges, frame.x0, frame.x1, domain=(float(edges[0]), float(edges[-1])) if edges.size else None)
     y = Scale.fit(stacked, frame.y0, frame.y1, log=log_y, domain=(0.5, max(top, 1.0) * 1.3) if log_y
                   else (0.0, max(top, 1.0) * 1.05))
+    if log_y:  # counts: ticks from one up (the axis starts at 0.5 so a bin of one shows)
+        y = replace(y, tick_bounds=(1.0, math.inf))
     parts = _open(frame, title, "histogram") + _axes(frame, x, y, x_label, y_label)
     opacity = "0.55" if len(counts) > 1 else "0.9"
     left, right = x(edges[:-1]), x(edges[1:])
@@ -246,13 +258,22 @@ def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_valu
             titles: Sequence[str] | None = None, x_log: bool = False, y_log: bool = False,
             x_domain: tuple[float, float] | None = None, y_domain: tuple[float, float] | None = None,
             guides_y: Sequence[float] = (), diagonal: bool = False, x_label: str = "", y_label: str = "",
-            title: str = "", frame: Frame = Frame()) -> Markup:
+            title: str = "", frame: Frame = Frame(), margin: float = 0.0,
+            links: Sequence[str] | None = None, pick_url: str | None = None) -> Markup:
     """One ``point`` per (x, y); points that a log axis cannot place (<= 0) or non-finite are left out.
 
     ``colour_values`` colour points on the sequential scale over ``colour_domain``; ``sizes`` are
     radii in user units; ``guides_y`` draws dashed horizontal reference lines (the blindspot
-    thresholds); ``diagonal`` draws y = x.
+    thresholds); ``diagonal`` draws y = x. ``margin`` widens given linear domains by that share on
+    each side (ticks stay inside the given domain), so points at its ends are not drawn over the axes.
+    ``links``: one URL per point, each point then a link (``<a>``) to it (detailed charts only). A compact
+    chart (more than ``DETAIL_POINTS``) has no element per point; with ``pick_url`` it says in ``data-pick-*``
+    where its frame and domains are, and ``frontend/static/charts.js`` sends a click there as data coordinates
+    (``&at_x=&at_y=``) to ``pick_url``, which answers with the nearest point's page.
     """
+    given = {"x": x_domain, "y": y_domain}
+    if margin:
+        x_domain, y_domain = _widened(x_domain, margin, x_log), _widened(y_domain, margin, y_log)
     xs, ys = np.asarray(x_values, dtype=float), np.asarray(y_values, dtype=float)
     keep = np.isfinite(xs) & np.isfinite(ys)
     if x_log:
@@ -262,6 +283,9 @@ def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_valu
     index = np.flatnonzero(keep)
     x = Scale.fit(xs[index], frame.x0, frame.x1, log=x_log, domain=x_domain, pad=0.03 if x_domain is None else 0.0)
     y = Scale.fit(ys[index], frame.y0, frame.y1, log=y_log, domain=y_domain, pad=0.03 if y_domain is None else 0.0)
+    if margin:  # ticks only inside the domains the caller gave
+        x = replace(x, tick_bounds=given["x"]) if given["x"] is not None and not x_log else x
+        y = replace(y, tick_bounds=given["y"]) if given["y"] is not None and not y_log else y
     parts = _open(frame, title, "scatter") + _axes(frame, x, y, x_label, y_label)
     for guide in guides_y:
         py = _num(float(y(guide)))
@@ -281,13 +305,28 @@ def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_valu
         fills = colour(shades, *colour_domain) if shades is not None else [PALETTE[1]] * index.size
         labels = [f"<title>{_text(titles[i])}</title>" for i in index] if titles is not None else [""] * index.size
         parts.append('<g class="points" fill-opacity="0.75">')
-        parts += [f'<circle class="point" cx="{_num(a)}" cy="{_num(b)}" r="{_num(r)}" fill="{f}">{t}</circle>'
-                  for a, b, r, f, t in zip(px, py, radii, fills, labels)]
+        circles = [f'<circle class="point" cx="{_num(a)}" cy="{_num(b)}" r="{_num(r)}" fill="{f}">{t}</circle>'
+                   for a, b, r, f, t in zip(px, py, radii, fills, labels)]
+        if links is not None:
+            circles = [f'<a href="{_text(links[i])}">{c}</a>' for i, c in zip(index, circles)]
+        parts += circles
         parts.append("</g>")
     else:
         parts += _dense_points(px, py, radii, shades, colour_domain)
+        if pick_url is not None:
+            pick = (f' data-pick-url="{_text(pick_url)}" data-pick-frame="{frame.x0} {frame.x1} {frame.y0} {frame.y1}"'
+                    f' data-pick-domain="{x.low:.9g} {x.high:.9g} {y.low:.9g} {y.high:.9g}"'
+                    f' data-pick-log="{"x" if x_log else ""}{"y" if y_log else ""}"')
+            parts[0] = parts[0].replace("<svg ", f"<svg{pick} ", 1)
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def _widened(domain: tuple[float, float] | None, margin: float, log: bool) -> tuple[float, float] | None:
+    if domain is None or log:
+        return domain
+    low, high = domain
+    return low - margin * (high - low), high + margin * (high - low)
 
 
 def _levels(values: np.ndarray, low: float, high: float, count: int = LEVELS) -> np.ndarray:

@@ -3,8 +3,8 @@
 Builds a synthetic atlas in code (32,000 concepts, 10,000 pairs, four generators, the
 analysis tables at their real shapes: 100-bin delta histograms, a 100 x 100 eigenvector
 alignment per generator, 30 energies per image, 8 exemplars per concept and image set
-with heatmaps for the best and its counterparts, the card's ranked partners, neighbours
-and energy histograms), serves it in process and requests
+with heatmaps for the best and its counterparts, the card's ranked partners, neighbours,
+energy histograms and activation examples per quantile band), serves it in process and requests
 every analysis view repeatedly: rankings (page, "load more" rows, JSON, CSV, Parquet),
 model comparison (a 32,000-point scatter), datapoints, a pair page, co-occurrence and
 frequency vs delta. Reports per URL the median and 95th-percentile time and the
@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from precompute.analysis.examples import add_activation_examples
 from precompute.atlas.writer import AtlasBuilder
 
 GENERATORS = ("sd15", "sd15-dpo", "sd21", "pixart")
@@ -62,7 +63,9 @@ def build_synthetic_atlas(out: Path, concepts: int, items: int, seed: int = 0) -
             "height": np.full(items * len(sources), 512, dtype=np.int32), "flag": [None] * (items * len(sources))})
         ids = np.arange(concepts, dtype=np.int32)
         _insert(atlas, "concepts", {
-            "concept": ids, "label": [f"concept {i}" for i in ids], "caption_words": [""] * concepts,
+            "concept": ids, "label": [f"concept {i}" for i in ids], "label_source": ["caption"] * concepts,
+            "label_auroc": rng.uniform(0.45, 0.95, concepts), "caption_words": [f"concept {i}" for i in ids],
+            "caption_auroc": rng.uniform(0.45, 0.95, concepts),
             "vlm_label": [None] * concepts, "world_concept": [None] * concepts,
             "world_auroc": np.full(concepts, np.nan), "umap_x": rng.normal(size=concepts).astype(np.float32),
             "umap_y": rng.normal(size=concepts).astype(np.float32), "is_dead": rng.random(concepts) < 0.02,
@@ -124,6 +127,7 @@ def build_synthetic_atlas(out: Path, concepts: int, items: int, seed: int = 0) -
                                     "item_id": [r[2] for r in rows], "grid_rows": np.full(len(rows), 8, np.int32),
                                     "grid_cols": np.full(len(rows), 8, np.int32), "scale": np.ones(len(rows), np.float32),
                                     "heatmap": [bytes(64)] * len(rows), "energy": rng.exponential(5.0, len(rows))})
+        add_activation_examples(atlas.db)
         atlas.commit()
     return out
 

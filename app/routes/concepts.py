@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Path, Query, Request
@@ -13,8 +13,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from app.deps import ExplorerDep, TemplatesDep
 from app.render import is_htmx, render
 from backend import svg
-from backend.card_html import card_parts
-from backend.concepts import concept_card, heatmap_png, set_label
+from backend.card_html import card_parts, example_grid
+from backend.concepts import BANDS, activation_band, concept_card, heatmap_png, remove_label, set_label
 from backend.explorer import Explorer
 from backend.labels import MAX_LABEL, LabelError
 
@@ -22,6 +22,8 @@ router = APIRouter(tags=["concepts"])
 
 ConceptId = Annotated[int, Path(ge=0, le=10_000_000)]
 Model = Annotated[str | None, Query(max_length=200, description="a generator of the atlas (default: the first)")]
+Side = Annotated[Literal["real", "generated"], Query(description="the real images or the selected model's")]
+Band = Annotated[int, Query(ge=0, le=BANDS - 1, description="0: the top quarter of the images where it fires")]
 MAX_LABEL_BODY = 12 * MAX_LABEL + 64  # bytes: a label of 4-byte characters percent-encoded or JSON-escaped, and its key
 
 
@@ -83,7 +85,7 @@ async def _label_field(request: Request) -> str:
         except UnicodeDecodeError:
             raise LabelError("expected a UTF-8 form with a 'label' field") from None
     if not isinstance(value, str):
-        raise LabelError("expected a 'label' field with the new label ('' restores the automatic one)")
+        raise LabelError("expected a 'label' field with the new label")
     return value
 
 
@@ -95,6 +97,31 @@ async def concept_label(request: Request, explorer: ExplorerDep, templates: Temp
     if is_htmx(request):
         return templates.TemplateResponse(request, "_concept_label.html", {"card": stored, "saved": True})
     return JSONResponse(stored)
+
+
+@router.delete("/api/concepts/{concept}/label", response_model=None)
+async def concept_label_removed(request: Request, explorer: ExplorerDep, templates: TemplatesDep,
+                                concept: ConceptId) -> HTMLResponse | JSONResponse:
+    """Drop the user's label of a concept, so the automatic label shows again."""
+    stored = remove_label(explorer, concept)
+    if is_htmx(request):
+        return templates.TemplateResponse(request, "_concept_label.html", {"card": stored, "saved": True})
+    return JSONResponse(stored)
+
+
+@router.get("/concepts/{concept}/examples", response_class=HTMLResponse)
+def examples_fragment(request: Request, explorer: ExplorerDep, templates: TemplatesDep, concept: ConceptId,
+                      side: Side, band: Band = 0, model: Model = None) -> HTMLResponse:
+    """One quantile band of the card's activation examples, with the button that loads the next one."""
+    found = activation_band(explorer, concept, explorer.model(model), side, band)
+    return templates.TemplateResponse(request, "_activation_band.html", {
+        "band": found, "grid": example_grid(found["images"], "no image of this band")})
+
+
+@router.get("/api/concepts/{concept}/examples")
+def examples_json(explorer: ExplorerDep, concept: ConceptId, side: Side, band: Band = 0,
+                  model: Model = None) -> dict[str, Any]:
+    return activation_band(explorer, concept, explorer.model(model), side, band)
 
 
 @router.get("/api/heatmaps/{source_id}/{concept}/{item_id}.png", response_class=Response,

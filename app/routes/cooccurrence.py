@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
-from backend.frequency import AxisScale, FrequencyY, frequency_chart, frequency_data
+from backend.frequency import AxisScale, FrequencyY, frequency_chart, frequency_data, nearest_concept
 from backend.spectra import cooccurrence_charts, cooccurrence_data
 
 router = APIRouter(tags=["cooccurrence"])
@@ -41,3 +42,12 @@ def frequency_page(request: Request, atlas: AtlasDep, templates: TemplatesDep, l
 def frequency_json(atlas: AtlasDep, labels: UserLabelsDep, model: Model = None,
                    y: FrequencyY = FrequencyY.delta_sharp, scale: AxisScale = AxisScale.linear) -> dict[str, Any]:
     return frequency_data(atlas, model, y, scale, labels)
+
+
+@router.get("/frequency/nearest", response_class=RedirectResponse, status_code=303)
+def frequency_nearest(atlas: AtlasDep, at_x: Annotated[float, Query(ge=-1.0, le=2.0)],
+                      at_y: Annotated[float, Query(ge=-1.0, le=2.0)], model: Model = None,
+                      y: FrequencyY = FrequencyY.delta_sharp, scale: AxisScale = AxisScale.linear) -> RedirectResponse:
+    """The card of the concept nearest a click on the frequency chart."""
+    concept, found = nearest_concept(atlas, model, y, scale, at_x, at_y)
+    return RedirectResponse(f"/concepts/{concept}?model={quote(found, safe='')}", status_code=303)

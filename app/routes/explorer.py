@@ -24,18 +24,20 @@ router = APIRouter(tags=["explorer"])
 
 Model = Annotated[str | None, Query(max_length=200, description="a generator of the atlas (default: the first)")]
 ConceptId = Annotated[int | None, Query(ge=0, le=10_000_000, description="the selected concept")]
-Radius = Annotated[float, Query(ge=0.0, le=1.0, description="neighbour radius as a share of the UMAP's extent")]
+Radius = Annotated[float | None, Query(ge=0.0, le=1.0, description="neighbour radius as a share of the UMAP's "
+                                                                   "extent (default: about 8 neighbours)")]
 Text = Annotated[str, Query(max_length=MAX_QUERY, description="text the concept label contains")]
 MAX_SELECTION = 1_000_000
 
 
 def explorer_data(explorer: Explorer, model: str | None, colour: str, size: str, concept: int | None,
-                  radius: float) -> dict[str, Any]:
+                  radius: float | None) -> dict[str, Any]:
     """The explorer's state and what it shows around the selected concept."""
     run = explorer.atlas.info().get("run_name", "")
     if not explorer.analysed:
         return {"run_name": run, "analysed": False, "models": explorer.models(), "n_concepts": 0}
     model = explorer.model(model)
+    radius = explorer.default_radius if radius is None else radius
     colours = explorer.colours(model)
     if colour not in colours:
         colour = "delta"
@@ -48,6 +50,7 @@ def explorer_data(explorer: Explorer, model: str | None, colour: str, size: str,
         "models": explorer.models(),
         "colours": {k: COLOURS[k][2] for k in colours},
         "sizes": SIZES,
+        "thresholds": explorer.analysis,
         "state": {"model": model, "colour": colour, "size": size, "concept": concept, "radius": radius},
         "points_url": f"/api/explorer/points.bin?model={model}&colour={colour}",
         "selected": explorer.brief(concept, model) if concept is not None else None,
@@ -59,7 +62,7 @@ def explorer_data(explorer: Explorer, model: str | None, colour: str, size: str,
 @router.get("/explorer", response_class=HTMLResponse)
 def explorer_page(request: Request, explorer: ExplorerDep, templates: TemplatesDep, model: Model = None,
                   colour: Colour = "delta", size: Size = "uniform", concept: ConceptId = None,
-                  radius: Radius = 0.05) -> HTMLResponse:
+                  radius: Radius = None) -> HTMLResponse:
     data = explorer_data(explorer, model, colour, size, concept, radius)
     if data["analysed"] and concept is not None:
         data.update(card_page_data(concept_card(explorer, concept, data["state"]["model"])))
@@ -68,23 +71,42 @@ def explorer_page(request: Request, explorer: ExplorerDep, templates: TemplatesD
 
 @router.get("/api/explorer")
 def explorer_json(explorer: ExplorerDep, model: Model = None, colour: Colour = "delta", size: Size = "uniform",
-                  concept: ConceptId = None, radius: Radius = 0.05) -> dict[str, Any]:
+                  concept: ConceptId = None, radius: Radius = None) -> dict[str, Any]:
     return explorer_data(explorer, model, colour, size, concept, radius)
 
 
 @router.get("/api/explorer/points.bin", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}},
                              "description": "24-byte header + float32 (x, y, value) per concept"}})
-def points(explorer: ExplorerDep, model: Model = None, colour: Colour = "delta") -> Response:
-    payload = explorer.points(explorer.model(model), colour)
-    return Response(payload, media_type="application/octet-stream", headers={"Cache-Control": "max-age=600"})
+def points(request: Request, explorer: ExplorerDep, model: Model = None, colour: Colour = "delta") -> Response:
+    headers = {"Cache-Control": "max-age=600", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):  # compressed once and kept, not on every request
+        payload = explorer.points_gzip(explorer.model(model), colour)
+        headers["Content-Encoding"] = "gzip"
+    else:
+        payload = explorer.points(explorer.model(model), colour)
+    return Response(payload, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/api/explorer/layout-order.bin", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "uint32 per concept: the points in the scatter's spatial-index order"}})
+def layout_order(request: Request, explorer: ExplorerDep) -> Response:
+    """The order of the map's points in regl-scatterplot's KDBush index, so the page need not sort them."""
+    raw, compressed = explorer.layout_order()
+    headers = {"Cache-Control": "max-age=600", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(compressed, media_type="application/octet-stream", headers=headers)
+    return Response(raw, media_type="application/octet-stream", headers=headers)
 
 
 @router.get("/api/explorer/context")
 def context(explorer: ExplorerDep, concept: Annotated[int, Query(ge=0, le=10_000_000)], model: Model = None,
-            radius: Radius = 0.05) -> dict[str, Any]:
+            radius: Radius = None) -> dict[str, Any]:
     """What the scatter draws around a selected concept: its neighbours and its co-occurrence edges."""
     model = explorer.model(model)
+    radius = explorer.default_radius if radius is None else radius
     return {"concept": explorer.brief(concept, model),
             "neighbours": explorer.neighbours(concept, radius, model) if radius > 0 else [],
             "edges": explorer.edges(concept, model)}

@@ -45,11 +45,11 @@ def feature(generator: Generator, feature: Feature, atlas: AtlasDep) -> dict[str
 
 
 @router.get("/api/concepts/{concept}/features")
-def concept_features(concept: Concept, atlas: AtlasDep,
+def concept_features(concept: Concept, atlas: AtlasDep, labels: UserLabelsDep,
                      generator: Annotated[str | None, Query(max_length=64)] = None,
                      limit: Limit = 50) -> dict[str, Any]:
     """The internal features most attributed to an output-lens concept, and the probe's quality."""
-    return _answer(internal.concept_features, atlas, concept, generator, limit)
+    return _answer(internal.concept_features, atlas, concept, generator, limit, labels)
 
 
 @router.get("/internal", response_class=HTMLResponse)

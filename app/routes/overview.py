@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.deps import AtlasDep, TemplatesDep
+from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from backend.atlas import Atlas
 from precompute.pipeline import STAGES
 
@@ -21,7 +21,10 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
-def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24) -> dict[str, Any]:
+def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24,
+                  labels: dict[int, str] | None = None) -> dict[str, Any]:
+    """The overview: the build, its sources and stages, each generator's strongest blindspots (with the user's
+    labels) and a page of the image pairs."""
     info = atlas.info()
     built = set(json.loads(info.get("stages", "[]")))
     return {
@@ -35,22 +38,24 @@ def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24) -> dict[str, A
         "planted_effects": atlas.planted_effects(),
         "pairs": atlas.pairs(offset, limit),
         "analysed": "analyze" in built,
-        "blindspots": {s["source_id"]: {d: atlas.blindspots(s["source_id"], d) for d in ("suppressed", "exaggerated")}
+        "blindspots": {s["source_id"]: {d: atlas.blindspots(s["source_id"], d, labels=labels)
+                                        for d in ("suppressed", "exaggerated")}
                        for s in atlas.sources() if s["source_id"] != "real"},
+        "models": [s["source_id"] for s in atlas.sources() if s["source_id"] != "real"],
         "offset": offset,
         "limit": limit,
     }
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview_page(request: Request, atlas: AtlasDep, templates: TemplatesDep,
+def overview_page(request: Request, atlas: AtlasDep, templates: TemplatesDep, labels: UserLabelsDep,
                   offset: Offset = 0, limit: Limit = 24) -> HTMLResponse:
-    return templates.TemplateResponse(request, "overview.html", overview_data(atlas, offset, limit))
+    return templates.TemplateResponse(request, "overview.html", overview_data(atlas, offset, limit, labels))
 
 
 @router.get("/api/overview")
-def overview_json(atlas: AtlasDep, offset: Offset = 0, limit: Limit = 24) -> dict[str, Any]:
-    return overview_data(atlas, offset, limit)
+def overview_json(atlas: AtlasDep, labels: UserLabelsDep, offset: Offset = 0, limit: Limit = 24) -> dict[str, Any]:
+    return overview_data(atlas, offset, limit, labels)
 
 
 @router.get("/api/world/frequencies")

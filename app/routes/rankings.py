@@ -17,13 +17,15 @@ router = APIRouter(tags=["rankings"])
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Share = Annotated[float, Query(ge=0.0, le=1.0, description="share of real images in which the concept fires")]
+Auroc = Annotated[float, Query(ge=0.0, le=1.0, description="the least AUROC of a concept's automatic label")]
 
 
 def ranking_query(model: Annotated[str | None, Query(max_length=200)] = None,
                   direction: Direction = Direction.suppressed, significant: bool = False,
-                  min_freq: Share = 0.0, max_freq: Share = 1.0, sort: RankingSort = RankingSort.delta) -> RankingQuery:
+                  min_freq: Share = 0.0, max_freq: Share = 1.0, sort: RankingSort = RankingSort.delta,
+                  min_label_auroc: Auroc = 0.0) -> RankingQuery:
     return RankingQuery(model=model, direction=direction, significant=significant, min_freq=min_freq,
-                        max_freq=max_freq, sort=sort)
+                        max_freq=max_freq, sort=sort, min_label_auroc=min_label_auroc)
 
 
 QueryDep = Annotated[RankingQuery, Depends(ranking_query)]

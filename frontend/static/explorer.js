@@ -1,7 +1,7 @@
 // The explorer page: the UMAP of all concepts drawn by regl-scatterplot (WebGL), mounted once; the concept card,
 // search results and lasso rankings are htmx fragments swapped in beside it. All view state (model, colour, size,
 // concept, radius, selection) lives in the URL: controls push history entries and the back button restores them.
-import { createScatterplot } from "/static/vendor/regl-scatterplot.js";
+import { createRenderer, createScatterplot } from "/static/vendor/regl-scatterplot.js";
 
 // Point payload layout: see backend/explorer.py (24-byte header, then float32 x, y, value per concept).
 const MAGIC = "BSPT";
@@ -9,6 +9,10 @@ const HEADER_BYTES = 24;
 const COLOUR_KEYS = ["delta", "relative_delta", "frequency", "frequency_gen", "minority"];
 const NO_VALUE = 255; // colour category of concepts without a value (dead, not attributed); 0..254 carry the scale
 const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]; // as backend/svg.py
+// delta and relative delta diverge from their neutral middle (0.5, 0): blue suppressed, grey even, orange exaggerated
+// (the card's colours), so the blindspots stand out and the middle of the scale reads as "no change"
+const DIVERGING = [[43, 74, 203], [116, 143, 252], [134, 142, 150], [252, 146, 87], [217, 72, 15]];
+const DIVERGING_KEYS = new Set(["delta", "relative_delta"]);
 const SIZE_STEPS = 24;
 
 function scale(anchors, steps) {
@@ -23,7 +27,7 @@ function scale(anchors, steps) {
   }
   return colours;
 }
-const POINT_COLOURS = [...scale(VIRIDIS, NO_VALUE), "#5c636a"];
+const pointColours = (colour) => [...scale(DIVERGING_KEYS.has(colour) ? DIVERGING : VIRIDIS, NO_VALUE), "#5c636a"];
 
 export function parsePoints(buffer) {
   const view = new DataView(buffer);
@@ -40,6 +44,29 @@ export function parsePoints(buffer) {
     value[i] = view.getFloat32(offset + 8, true);
   }
   return { n, colour: COLOUR_KEYS[view.getUint32(12, true)], low: view.getFloat32(16, true), high: view.getFloat32(20, true), x, y, value };
+}
+
+// regl-scatterplot's spatial index is a KDBush 4 buffer: an 8-byte header (0xdb, version 1 << 4 | array type,
+// uint16 node size, uint32 count), the ids in tree order, padding to 8 bytes, then float64 x, y in that order.
+const KDBUSH_NODE_SIZE = 64;
+const KDBUSH_FLOAT64 = 8; // index of Float64Array in KDBush's list of array types
+
+function kdbushBuffer(order, x, y) {
+  const n = order.length;
+  const Ids = n < 65536 ? Uint16Array : Uint32Array;
+  const idBytes = n * Ids.BYTES_PER_ELEMENT;
+  const pad = (8 - (idBytes % 8)) % 8;
+  const buffer = new ArrayBuffer(8 + idBytes + pad + 16 * n);
+  new Uint8Array(buffer, 0, 2).set([0xdb, (1 << 4) + KDBUSH_FLOAT64]);
+  new Uint16Array(buffer, 2, 1)[0] = KDBUSH_NODE_SIZE;
+  new Uint32Array(buffer, 4, 1)[0] = n;
+  new Ids(buffer, 8, n).set(order);
+  const coords = new Float64Array(buffer, 8 + idBytes + pad, 2 * n);
+  for (let i = 0; i < n; i += 1) {
+    coords[2 * i] = x[order[i]];
+    coords[2 * i + 1] = y[order[i]];
+  }
+  return buffer;
 }
 
 function normalisedLayout(points) {
@@ -89,11 +116,16 @@ function pointsInPolygon(layout, vertices) {
 }
 
 function main(root) {
+  performance.mark("explorer:start");
   const defaults = JSON.parse(root.dataset.state);
   const nConcepts = Number(root.dataset.nConcepts);
   const plot = document.getElementById("plot");
   const canvas = document.getElementById("scatter");
   const edgesSvg = document.getElementById("edges");
+  const hitsSvg = document.getElementById("hits");
+  const edgeModel = document.getElementById("edge-model");
+  const searchResults = document.getElementById("search-results");
+  const thresholds = JSON.parse(root.dataset.thresholds);
   const tooltip = document.getElementById("tooltip");
   const legend = document.getElementById("legend");
   const status = document.getElementById("plot-status");
@@ -114,7 +146,6 @@ function main(root) {
   const placeholder = card.querySelector(".placeholder")?.outerHTML
     ?? '<p class="muted placeholder">Click a concept on the map, jump to an id or search a label to open its card.</p>';
 
-  const payloads = new Map();
   const briefs = new Map();
   let layout = null;
   let edges = null;
@@ -154,13 +185,45 @@ function main(root) {
     radiusValue.textContent = state.radius.toFixed(2);
   }
 
+  // the point payload is on its way (the page preloads it) while WebGL starts up
+  const payloads = new Map();
+  function payload(model, colour) {
+    const url = `/api/explorer/points.bin?model=${encodeURIComponent(model)}&colour=${encodeURIComponent(colour)}`;
+    if (!payloads.has(url)) {
+      payloads.set(url, fetch(url).then(async (response) => {
+        if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
+        return parsePoints(await response.arrayBuffer());
+      }));
+    }
+    return payloads.get(url);
+  }
+  payload(state.model, state.colour).catch(() => {}); // errors surface where draw() awaits it
+  // the order of the points in the scatter's spatial index, sorted by the server (backend/kdindex.py)
+  const layoutOrder = fetch("/api/explorer/layout-order.bin").then((r) => (r.ok ? r.arrayBuffer() : null))
+    .then((buffer) => (buffer ? new Uint32Array(buffer) : null)).catch(() => null);
+  let spatialIndex = null;
+
+  // regl-scatterplot draws into the WebGL canvas of a renderer and copies each frame into the plot's canvas. Its
+  // default renderer is as large as the window; one the size of the plot halves the pixels each frame reads back
+  // (about 300 ms per frame under software WebGL on a busy 2-core machine, and the first load draws two frames).
+  // Its context without multisampling (regl-scatterplot asks for it; the points' edges are smoothed by their own
+  // shader): a frame costs less under software WebGL (first load at 32,000 concepts 1.68 -> 1.46 s, median of 8
+  // interleaved loads each on the busy machine)
+  const rendererCanvas = document.createElement("canvas");
+  rendererCanvas.getContext("webgl", { antialias: false, preserveDrawingBuffer: true });
+  const renderer = createRenderer({ canvas: rendererCanvas });
+  performance.mark("explorer:renderer-created");
+  const fitRenderer = () => renderer.resize(Math.max(plot.clientWidth, 1), Math.max(plot.clientHeight, 1));
+  fitRenderer();
+
   const basePointSize = nConcepts <= 2000 ? 9 : nConcepts <= 10000 ? 5 : 3;
   const scatterplot = createScatterplot({
+    renderer,
     canvas,
     width: "auto",
     height: "auto",
     backgroundColor: "#14161a",
-    pointColor: POINT_COLOURS,
+    pointColor: pointColours(state.colour),
     pointColorActive: "#ffffff",
     pointColorHover: "#ff6b6b",
     colorBy: "valueA",
@@ -175,16 +238,14 @@ function main(root) {
     deselectOnDblClick: false,
   });
   window.blindspotExplorer = { scatterplot, state };
+  let drawnScales = { colour: DIVERGING_KEYS.has(state.colour), sized: false }; // what the scatter was created with
+  performance.mark("explorer:scatter-created");
 
-  async function payload(model, colour) {
-    const url = `/api/explorer/points.bin?model=${encodeURIComponent(model)}&colour=${encodeURIComponent(colour)}`;
-    if (!payloads.has(url)) {
-      payloads.set(url, fetch(url).then(async (response) => {
-        if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
-        return parsePoints(await response.arrayBuffer());
-      }));
-    }
-    return payloads.get(url);
+  function legendTicks(points) {
+    // the blindspot thresholds and the neutral middle of delta; the middle of relative delta; else the ends
+    if (points.colour === "delta") return [points.low, thresholds.suppressed_below, 0.5, thresholds.exaggerated_above, points.high];
+    if (points.colour === "relative_delta") return [points.low, 0, points.high];
+    return [points.low, (points.low + points.high) / 2, points.high];
   }
 
   function drawLegend(points) {
@@ -195,24 +256,36 @@ function main(root) {
     title.textContent = text;
     const bar = document.createElement("div");
     bar.className = "bar";
-    bar.style.background = `linear-gradient(to right, ${scale(VIRIDIS, 9).join(", ")})`;
-    const ends = document.createElement("div");
-    ends.className = "ends";
-    ends.innerHTML = "<span></span><span></span>";
-    ends.children[0].textContent = fmt(points.low);
-    ends.children[1].textContent = fmt(points.high);
+    bar.style.background = `linear-gradient(to right, ${scale(DIVERGING_KEYS.has(points.colour) ? DIVERGING : VIRIDIS, 17).join(", ")})`;
+    const ticks = document.createElement("div");
+    ticks.className = "ticks";
+    const span = points.high > points.low ? points.high - points.low : 1;
+    for (const value of legendTicks(points)) {
+      const tick = document.createElement("span");
+      tick.className = "tick";
+      tick.dataset.value = String(value);
+      tick.style.left = `${(100 * (value - points.low)) / span}%`;
+      tick.textContent = fmt(value);
+      ticks.append(tick);
+    }
     const missing = document.createElement("div");
     missing.innerHTML = '<span class="nan"></span>no value (dead or not attributed)';
-    legend.append(title, bar, ends, missing);
+    legend.append(title, bar, ticks, missing);
   }
 
   async function draw() {
+    hideTooltip();
     status.hidden = false;
     status.textContent = `loading ${nConcepts} concepts…`;
     const colourPoints = await payload(state.model, state.colour);
+    performance.mark("explorer:points-parsed");
     const sizeSource = state.size === "frequency" ? "frequency" : state.size === "extremity" ? "delta" : null;
     const sizePoints = sizeSource ? await payload(state.model, sizeSource) : null;
     layout ??= normalisedLayout(colourPoints);
+    if (spatialIndex === null) {
+      const order = await layoutOrder;
+      if (order && order.length === layout.x.length) spatialIndex = kdbushBuffer(order, layout.x, layout.y);
+    }
     const { n, low, high, value } = colourPoints;
     const span = high > low ? high - low : 1;
     const category = new Array(n);
@@ -227,17 +300,28 @@ function main(root) {
         size[i] = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
       }
     }
-    scatterplot.set(sizePoints === null
-      ? { sizeBy: null, pointSize: basePointSize }
-      : { sizeBy: "valueB", pointSize: Array.from({ length: SIZE_STEPS }, (_, i) => basePointSize * (0.45 + (2.2 * i) / (SIZE_STEPS - 1))) });
+    // every set() renders a frame, and a frame costs a read-back of the WebGL canvas: set only what changed
+    const scales = { colour: DIVERGING_KEYS.has(colourPoints.colour), sized: sizePoints !== null };
+    if (scales.colour !== drawnScales.colour || scales.sized !== drawnScales.sized) {
+      scatterplot.set({
+        pointColor: pointColours(colourPoints.colour),
+        ...(scales.sized
+          ? { sizeBy: "valueB", pointSize: Array.from({ length: SIZE_STEPS }, (_, i) => basePointSize * (0.45 + (2.2 * i) / (SIZE_STEPS - 1))) }
+          : { sizeBy: null, pointSize: basePointSize }),
+      });
+      drawnScales = scales;
+    }
+    performance.mark("explorer:draw-called");
     await scatterplot.draw({ x: layout.x, y: layout.y, valueA: category, valueB: size },
-      { zDataType: "categorical", wDataType: "continuous" });
+      { zDataType: "categorical", wDataType: "continuous", ...(spatialIndex ? { spatialIndex } : {}) });
+    performance.mark("explorer:drawn");
     if (highlighted.length) scatterplot.select(highlighted, { preventEvent: true });
     drawLegend(colourPoints);
     plot.dataset.points = String(scatterplot.get("points").length);
     plot.dataset.view = `${state.model}/${state.colour}/${state.size}`;
     status.hidden = true;
     drawEdges();
+    drawHits();
   }
 
   function line(x1, y1, x2, y2, cls, width) {
@@ -347,22 +431,62 @@ function main(root) {
     return openSelection(ids.slice(0, 50000));
   }
 
-  async function showTooltip(index) {
+  function placeTooltip(index) {
+    // beside the point, flipped to its left (or above) where the plot's edge would cut it off
     const [x, y] = scatterplot.getScreenPosition(index);
-    tooltip.style.left = `${x}px`;
-    tooltip.style.top = `${y}px`;
-    tooltip.textContent = `#${index}`;
+    const margin = 6;
+    const gap = 12;
+    const { width, height } = tooltip.getBoundingClientRect();
+    const room = { width: plot.clientWidth, height: plot.clientHeight };
+    let left = x + gap;
+    if (left + width > room.width - margin) left = x - gap - width;
+    let top = y - height / 2;
+    top = Math.min(Math.max(top, margin), room.height - height - margin);
+    tooltip.style.left = `${Math.max(margin, left)}px`;
+    tooltip.style.top = `${top}px`;
+  }
+
+  function hideTooltip() {
+    tooltip.hidden = true;
+    tooltip.dataset.index = "";
+  }
+
+  async function showTooltip(index) {
+    tooltip.replaceChildren(`#${index}`);
     tooltip.hidden = false;
+    placeTooltip(index);
     const key = `${state.model}:${index}`;
     if (!briefs.has(key)) {
       briefs.set(key, fetch(`/api/concepts/${index}/brief?model=${encodeURIComponent(state.model)}`).then((r) => r.json()));
     }
     const brief = await briefs.get(key);
     if (tooltip.hidden || tooltip.dataset.index !== String(index)) return;
-    tooltip.replaceChildren(`#${brief.concept} ${brief.label} · `);
+    const head = document.createElement("div");
     const delta = document.createElement("b");
+    delta.className = "delta-value";
     delta.textContent = brief.delta === null ? "no δ" : `δ ${brief.delta.toFixed(3)}${brief.significant ? "" : " (n.s.)"}`;
-    tooltip.append(delta);
+    head.append(`#${brief.concept} `, delta);
+    const label = document.createElement("div");
+    label.className = "label";
+    label.textContent = brief.label;
+    tooltip.replaceChildren(head, label);
+    placeTooltip(index);
+  }
+
+  function drawHits() {
+    // the concepts of the current search, ringed on the map
+    hitsSvg.replaceChildren();
+    if (!plot.dataset.points) return;
+    const ids = [...searchResults.querySelectorAll("a[data-concept]")].map((a) => Number(a.dataset.concept));
+    for (const concept of ids) {
+      if (!Number.isInteger(concept) || concept < 0 || concept >= nConcepts) continue;
+      const [cx, cy] = scatterplot.getScreenPosition(concept);
+      const ring = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+      Object.entries({ cx, cy, r: basePointSize + 5, class: "hit" }).forEach(([k, v]) => ring.setAttribute(k, v));
+      ring.dataset.concept = String(concept);
+      hitsSvg.append(ring);
+    }
+    hitsSvg.dataset.hits = String(hitsSvg.childElementCount);
   }
 
   // -- scatter events ------------------------------------------------------------------------------------------
@@ -370,11 +494,9 @@ function main(root) {
     tooltip.dataset.index = String(index);
     showTooltip(index);
   });
-  scatterplot.subscribe("pointOut", () => {
-    tooltip.hidden = true;
-    tooltip.dataset.index = "";
-  });
+  scatterplot.subscribe("pointOut", hideTooltip);
   scatterplot.subscribe("select", ({ points }) => {
+    hideTooltip();
     if (points.length === 1) openConcept(points[0]);
     else if (points.length > 1) openSelection(points);
   });
@@ -387,13 +509,18 @@ function main(root) {
   let pendingFrame = 0;
   scatterplot.subscribe("view", () => {
     cancelAnimationFrame(pendingFrame);
-    pendingFrame = requestAnimationFrame(drawEdges);
+    pendingFrame = requestAnimationFrame(() => {
+      drawEdges();
+      drawHits();
+      if (!tooltip.hidden && tooltip.dataset.index) placeTooltip(Number(tooltip.dataset.index));
+    });
   });
   // regl-scatterplot resizes its canvas from a throttled ResizeObserver of its own: redraw the edges after it has
   let resizeTimer = 0;
   new ResizeObserver(() => {
+    fitRenderer();
     clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => requestAnimationFrame(drawEdges), 250);
+    resizeTimer = setTimeout(() => requestAnimationFrame(() => { drawEdges(); drawHits(); }), 250);
   }).observe(plot);
 
   // -- controls ------------------------------------------------------------------------------------------------
@@ -401,6 +528,7 @@ function main(root) {
     const modelChanged = update.model !== undefined && update.model !== state.model;
     Object.assign(state, update);
     window.history.pushState(null, "", urlOf(state));
+    edgeModel.textContent = state.model;
     await draw();
     if (modelChanged) {
       document.getElementById("search").dispatchEvent(new Event("search"));
@@ -451,6 +579,7 @@ function main(root) {
     openConcept(Number(link.dataset.concept), { zoom: true });
   });
   document.body.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target.id === "search-results") drawHits();
     if (event.detail.target.id === "label-block") {
       for (const key of briefs.keys()) if (key.endsWith(`:${state.concept}`)) briefs.delete(key);
     }
@@ -460,6 +589,8 @@ function main(root) {
     const before = { ...state };
     Object.assign(state, readUrl());
     syncControls();
+    hideTooltip();
+    edgeModel.textContent = state.model;
     if (before.select !== state.select) scatterplot.set({ lassoType: state.select === "box" ? "rectangle" : "freeform" });
     if (before.model !== state.model || before.colour !== state.colour || before.size !== state.size) await draw();
     const selText = (s) => (s.sel ? polygonToText(s.sel) : "");

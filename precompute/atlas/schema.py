@@ -9,7 +9,8 @@ A finished atlas also records how many rows each table holds (``atlas_info`` key
 file's length against the blocks DuckDB says it has, before it serves anything.
 """
 
-SCHEMA_VERSION = 4  # 4: the flags' test and null controls, world_detection, atlas_info.row_counts, feature scales
+SCHEMA_VERSION = 4  # 4: the flags' test and null controls, world_detection, atlas_info.row_counts, feature scales,
+# label evidence, activation examples
 
 # atlas_info key of {table: rows} for every table but atlas_info itself (whose rows tests and tools may add to)
 ROW_COUNTS = "row_counts"
@@ -74,8 +75,13 @@ TABLES: dict[str, str] = {
     # One row per SAE concept: its label, UMAP position (one layout for all models) and dead flag.
     "concepts": """CREATE TABLE concepts (
         concept INTEGER PRIMARY KEY,
-        label TEXT NOT NULL,           -- the VLM label, else caption words, else the world concept, else '#<id>'
-        caption_words TEXT NOT NULL,   -- the caption words most associated with the concept
+        label TEXT NOT NULL,           -- the VLM label, else the better scored of caption words and world concept
+        label_source TEXT NOT NULL,    -- vlm | caption | world | id ('#<id>': nothing fits)
+        label_auroc DOUBLE,            -- the label's evidence: caption_auroc or world_auroc as label_source says
+        caption_words TEXT NOT NULL,   -- the caption words that best predict the concept (chosen on half the
+                                       -- real images) ...
+        caption_auroc DOUBLE,          -- ... and their AUROC on the other half: the count of the words in a
+                                       -- caption against the concept firing on its image (0.5 = chance)
         vlm_label TEXT,                -- from the optional VLM endpoint (alpha-masked exemplar)
         world_concept TEXT,            -- embedded world only: the world concept it detects best ...
         world_auroc DOUBLE,            -- ... and how well (AUROC on the real images)
@@ -101,6 +107,15 @@ TABLES: dict[str, str] = {
     # ... and the images' energies binned on [0, concepts.energy_max] (24 bins; sets where it never fires omitted).
     "energy_histograms": """CREATE TABLE energy_histograms (
         source_id TEXT NOT NULL, concept INTEGER NOT NULL, counts INTEGER[24] NOT NULL
+    )""",
+    # Images from each quantile band of a concept's energies per image set (below the top exemplars):
+    # the firing images ranked by energy, split into 4 bands of equal count, 6 evenly spaced kept per band.
+    "activation_examples": """CREATE TABLE activation_examples (
+        source_id TEXT NOT NULL, concept INTEGER NOT NULL,
+        band TINYINT NOT NULL,         -- 0: the top quarter of the images where the concept fires ... 3: the bottom
+        rank SMALLINT NOT NULL,        -- within the band, highest energy first
+        item_id TEXT NOT NULL, energy REAL NOT NULL,
+        quantile REAL NOT NULL         -- share of the concept's firing images with a higher energy (0 = the top)
     )""",
     # Per-image sparse energies: the sum of a concept's SAE codes over the image's tokens, non-zeros only.
     "energies": """CREATE TABLE energies (

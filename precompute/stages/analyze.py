@@ -26,7 +26,7 @@ from precompute.analysis.cooccurrence import eigenvector_alignment, epsilon_grid
 from precompute.analysis.datapoints import datapoint_scores
 from precompute.analysis.delta import concept_stats, delta_histogram, pearson_matrix, sigmoid
 from precompute.analysis.energies import energy_histograms
-from precompute.analysis.labels import auroc_matrix, caption_words
+from precompute.analysis.labels import auroc_matrix, caption_label_evidence, chosen_labels
 from precompute.analysis.neighbours import nearest_atoms
 from precompute.config import WorldSourceConfig
 from precompute.errors import BlindspotError
@@ -237,11 +237,12 @@ def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[
     """One row per SAE concept: UMAP position, dead flag, labels."""
     n_concepts = lens.n_concepts
     xy = umap_layout(lens.sae.dictionary.detach().float().cpu().numpy(), seed=ctx.config.run.seed)
-    words, _ = caption_words(real, captions)
+    words, caption_auroc = caption_label_evidence(real, captions, seed=ctx.config.run.seed)
     columns = {
         "concept": np.arange(n_concepts, dtype=np.int32), "umap_x": xy[:, 0], "umap_y": xy[:, 1],
         "is_dead": ~fired, "caption_words": [", ".join(w for w, _ in top) for top in words],
-        "world_concept": [None] * n_concepts, "world_auroc": np.full(n_concepts, np.nan),
+        "caption_auroc": caption_auroc, "world_concept": [None] * n_concepts,
+        "world_auroc": np.full(n_concepts, np.nan),
     }
     if isinstance(ctx.config.source, WorldSourceConfig):
         names, auc = world_auroc(ctx, real)
@@ -251,8 +252,11 @@ def _concepts(ctx: StageContext, lens: Lens, real: sp.csr_array, captions: list[
         _write(analyze_dir(ctx, lens.digest), "world_detection", world_detection(names, auc))
     vlm = _vlm_labels(ctx, lens, fired)
     columns["vlm_label"] = [vlm.get(k) for k in range(n_concepts)]
-    columns["label"] = [v or w or c or f"#{k}" for k, (v, w, c) in
-                        enumerate(zip(columns["vlm_label"], columns["caption_words"], columns["world_concept"]))]
+    columns.update(chosen_labels(columns["vlm_label"], columns["caption_words"], caption_auroc,
+                                 columns["world_concept"], columns["world_auroc"]))
+    for name in ("caption_auroc", "label_auroc", "world_auroc"):  # no score: null, not NaN (DuckDB reads it back)
+        score = np.asarray(columns[name], dtype=np.float64)
+        columns[name] = pa.array(score, mask=np.isnan(score))
     return pa.table(columns)
 
 

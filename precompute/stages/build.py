@@ -109,6 +109,7 @@ def run_build(ctx: StageContext, out: Path) -> dict:
 
 def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
     """Load the encode and analyze outputs when they are current for this config; say whether they were."""
+    from precompute.analysis.examples import add_activation_examples
     from precompute.errors import ConfigError
     from precompute.stages.analyze import analysis_is_current, analyze_dir
     from precompute.stages.encode import encode_store, exemplar_table, lens_digest, maps_path
@@ -125,8 +126,10 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
     def parquet(name: str) -> str:
         return str(folder / f"{name}.parquet")
 
-    db.execute("""INSERT INTO concepts SELECT concept, label, caption_words, vlm_label, world_concept,
-                  CASE WHEN isnan(world_auroc) THEN NULL ELSE world_auroc END, umap_x, umap_y, is_dead, energy_max
+    db.execute("""INSERT INTO concepts BY NAME SELECT * REPLACE (
+                      CASE WHEN isnan(world_auroc) THEN NULL ELSE world_auroc END AS world_auroc,
+                      CASE WHEN isnan(caption_auroc) THEN NULL ELSE caption_auroc END AS caption_auroc,
+                      CASE WHEN isnan(label_auroc) THEN NULL ELSE label_auroc END AS label_auroc)
                   FROM read_parquet(?)""", [parquet("concepts")])
     db.execute("INSERT INTO concept_stats BY NAME SELECT * FROM read_parquet(?)", [parquet("concept_stats")])
     atlas.set_info("temperature", repr(float(info["temperature"])))
@@ -148,6 +151,7 @@ def _add_output_lens(ctx: StageContext, atlas: AtlasBuilder) -> bool:
         encoded = _stage_manifest(encode_store(ctx, lens, source_id).folder)
         if encoded:
             atlas.add_manifest(encoded)
+    add_activation_examples(db)  # the card's images below the top exemplars, from the energies just loaded
     from precompute.stages.train import sae_path
 
     atlas.add_model(sae_path(ctx), OUTPUT_SAE)  # the steering service measures concepts with it

@@ -22,7 +22,7 @@ def test_overview_page_shows_sources_stages_and_pairs(client):
     html = page.text
     assert "test-world" in html and "planted-a" in html
     assert "not available yet" not in html  # stage notes are phrased for the page
-    assert html.count('<figure class="pair">') == 24
+    assert html.count('<tr class="pair"') == 24
     assert "not run" in html  # stages this atlas was built without say so
 
 
@@ -88,3 +88,32 @@ def test_overview_lists_blindspots_of_an_analysed_atlas(lens_atlas):
 
 def test_unanalysed_atlas_shows_no_blindspot_section(client):
     assert "<h2>Blindspots</h2>" not in client.get("/").text
+
+
+def test_pages_data_and_assets_are_compressed_and_images_are_not(lens_atlas, tmp_path_factory):
+    """gzip for HTML, JSON, CSS, JS and the binary point payload (sent compressed once computed); PNGs are
+    compressed already and go as they are."""
+    import gzip
+
+    from tests.app.charts import app_client
+
+    with app_client(lens_atlas, tmp_path_factory) as client:
+        gz = {"Accept-Encoding": "gzip"}
+        card = client.get("/api/concepts/0").json()
+        image = card["quad"]["real_best"][0]["url"] if card["quad"]["real_best"] else "/images/real/00000.png"
+        for url, kind in [("/", "text/html"), ("/explorer", "text/html"), ("/api/overview", "application/json"),
+                          ("/static/style.css", "text/css"), ("/static/explorer.js", "text/javascript"),
+                          ("/static/vendor/regl-scatterplot.js", "text/javascript"),
+                          ("/static/vendor/htmx.min.js", "text/javascript"),
+                          ("/api/explorer/points.bin?model=planted", "application/octet-stream")]:
+            response = client.get(url, headers=gz)
+            assert response.status_code == 200 and response.headers["content-type"].startswith(kind), url
+            assert response.headers.get("content-encoding") == "gzip", url
+            assert "Accept-Encoding" in response.headers.get("vary", ""), url
+        plain = client.get("/api/explorer/points.bin?model=planted", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        raw = client.stream("GET", "/api/explorer/points.bin?model=planted", headers=gz)
+        with raw as response:
+            assert gzip.decompress(b"".join(response.iter_raw())) == plain.content  # the same payload
+        png = client.get(image, headers=gz)
+        assert png.headers["content-type"] == "image/png" and "content-encoding" not in png.headers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.app.charts import app_client, charts, marks, series_marks
+from tests.app.charts import SVG, app_client, charts, marks, series_marks
 from tests.conftest import LENS_ITEMS as ITEMS
 
 HX = {"HX-Request": "true"}
@@ -86,3 +86,40 @@ def test_an_atlas_without_analysis_explains_itself(world_atlas, tmp_path_factory
         assert page.status_code == 200 and "without the analyze stage" in page.text
         data = plain.get("/api/compare").json()
         assert data["analysed"] is False and data["histograms"] == {} and data["pearson"] == []
+
+
+def test_log_histograms_tick_whole_counts_and_scatter_points_are_links_inside_the_frame(client):
+    """The log-scale count axis ticks 1, 2, 5, 10 ... (not 0.5 and 2); points at delta 0 and 1 sit inside the
+    axes, not on them; each point opens its concept's card."""
+    data = client.get("/api/compare", params={"a": "planted", "b": "same"}).json()
+    drawn = charts(client.get("/compare", params={"a": "planted", "b": "same"}).text)
+    for model in data["histograms"]:
+        axes = next(g for g in drawn[model].iter(f"{SVG}g") if g.get("class") == "axes")
+        ticks = [t.text for t in axes.iter(f"{SVG}text") if t.get("text-anchor") == "end"]
+        assert ticks[:2] == ["1", "2"] and "0.5" not in ticks, ticks
+    scatter = drawn["delta-scatter"]
+    axes = next(g for g in scatter.iter(f"{SVG}g") if g.get("class") == "axes")
+    x_axis, y_axis = [e for e in axes if e.tag == f"{SVG}line"][:2]
+    left, bottom, right = float(x_axis.get("x1")), float(x_axis.get("y1")), float(x_axis.get("x2"))
+    top = float(y_axis.get("y2"))
+    links = [a for a in scatter.iter(f"{SVG}a")]
+    assert len(links) == len(data["scatter"]["concept"])
+    for link, concept in zip(links, data["scatter"]["concept"]):
+        assert link.get("href") == f"/concepts/{concept}?model=planted"
+        circle = link.find(f"{SVG}circle")
+        cx, cy, r = (float(circle.get(k)) for k in ("cx", "cy", "r"))
+        assert left < cx - r and cx + r < right and top < cy - r and cy + r < bottom
+    assert any(d in (0.0, 1.0) or d < 0.01 or d > 0.99 for d in data["scatter"]["a"])  # points at the ends exist
+
+
+def test_a_click_on_the_delta_scatter_opens_the_nearest_concepts_card(client, atlas_db):
+    deltas = atlas_db.execute("""SELECT a.concept, a.delta, b.delta FROM concept_stats a
+        JOIN concept_stats b ON b.concept = a.concept AND b.source_id = 'same' JOIN concepts c ON c.concept = a.concept
+        WHERE a.source_id = 'planted' AND NOT c.is_dead""").fetchall()
+    concept, x, y = deltas[len(deltas) // 2]
+    answer = client.get("/compare/nearest", params={"a": "planted", "b": "same", "at_x": x + 1e-4, "at_y": y},
+                        follow_redirects=False)
+    nearest = min(deltas, key=lambda r: ((r[1] - x - 1e-4) ** 2 + (r[2] - y) ** 2, r[0]))[0]
+    assert answer.status_code == 303 and answer.headers["location"] == f"/concepts/{nearest}?model=planted"
+    assert client.get("/compare/nearest", params={"at_x": 0.5, "at_y": 0.5, "a": "nope"}).status_code == 404
+    assert client.get("/compare/nearest", params={"at_x": 9, "at_y": 0.5}).status_code == 422

@@ -145,8 +145,9 @@ def test_labels_persist_across_app_instances_and_win_everywhere(lens_atlas, tmp_
         assert client.get(f"/api/concepts/{live}/brief").json()["label"] == "my favourite concept"
         assert [r["concept"] for r in client.get("/api/explorer/search", params={"q": "FAVOURITE"}).json()] == [live]
         assert "my favourite concept" in client.get("/explorer", params={"concept": live}).text
-        restored = client.post(f"/api/concepts/{live}/label", json={"label": ""}).json()
+        restored = client.delete(f"/api/concepts/{live}/label").json()
         assert restored["user_label"] is None and restored["label"] == card["automatic_label"]
+        assert client.get(f"/api/concepts/{live}").json()["label"] == card["automatic_label"]
     assert json.loads(labels.read_text())["lenses"] and not list(tmp_path.glob("*.tmp"))
 
 
@@ -166,8 +167,8 @@ def test_labels_survive_a_rebuild_of_the_same_lens_but_not_a_new_lens(lens_atlas
         assert client.get(f"/api/concepts/{live}").json()["user_label"] is None
 
 
-def test_a_label_of_120_wide_characters_is_accepted_in_both_encodings(lens_atlas, tmp_path, live):
-    label = "\U0001F600" * 120  # 4 UTF-8 bytes, 12 when percent-encoded or as a JSON surrogate pair
+def test_a_label_of_200_wide_characters_is_accepted_in_both_encodings(lens_atlas, tmp_path, live):
+    label = "\U0001F600" * 200  # 4 UTF-8 bytes, 12 when percent-encoded or as a JSON surrogate pair
     settings = Settings(atlas=lens_atlas, labels=tmp_path / "labels.json")
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         assert client.post(f"/api/concepts/{live}/label", data={"label": label}).json()["label"] == label
@@ -195,7 +196,8 @@ def test_labels_are_escaped_in_html(lens_atlas, tmp_path, live):
 
 
 @pytest.mark.parametrize("body, kind", [
-    ({"label": "x" * 121}, "form"), ({"label": "bell\x07"}, "json"), ({"label": "nul\x00"}, "json"),
+    ({"label": "x" * 201}, "form"), ({"label": " \t "}, "form"), ({"label": ""}, "json"),
+    ({"label": "bell\x07"}, "json"), ({"label": "nul\x00"}, "json"),
     ({"name": "no label field"}, "form"), ({"label": 5}, "json"), ("not json", "raw-json"),
     ("label=%FF%FE", "raw-form"),  # percent-encoded bytes that are not UTF-8
 ])
@@ -211,6 +213,17 @@ def test_bad_labels_are_422_with_the_reason(client, live, body, kind):
     assert client.get(f"/api/concepts/{live}").json()["user_label"] is None
 
 
+@pytest.mark.parametrize("bad, reason", [("y" * 201, "at most 200 characters, got 201"), ("   ", "must not be empty")])
+def test_a_refused_label_keeps_the_old_one(lens_atlas, tmp_path, live, bad, reason):
+    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json"))) as client:
+        assert client.post(f"/api/concepts/{live}/label", data={"label": "the old label"}).status_code == 200
+        refused = client.post(f"/api/concepts/{live}/label", data={"label": bad}, headers=HX)
+        assert refused.status_code == 422 and reason in refused.json()["detail"]
+        assert client.get(f"/api/concepts/{live}").json()["label"] == "the old label"
+        assert client.get(f"/api/concepts/{live}/brief").json()["label"] == "the old label"
+    assert "the old label" in (tmp_path / "labels.json").read_text()
+
+
 def test_labels_of_unknown_concepts_are_404(client):
     assert client.post("/api/concepts/48/label", data={"label": "x"}).status_code == 404
 
@@ -223,3 +236,63 @@ def test_a_corrupt_label_store_is_refused_with_the_reason(tmp_path):
     path.write_text(json.dumps({"format": 99, "lenses": {}}))
     with pytest.raises(LabelError, match="not a label store"):
         LabelStore(path, "lens")
+
+
+# -- labels with evidence, activation examples, the delta strip ------------------------------------------------------
+
+def test_the_card_carries_its_labels_evidence(client, lens_atlas, live):
+    card = client.get(f"/api/concepts/{live}").json()
+    label, source, auroc, words, caption_auroc = query(lens_atlas, """SELECT label, label_source, label_auroc,
+        caption_words, caption_auroc FROM concepts WHERE concept = ?""", [live])[0]
+    assert (card["label"], card["label_source"], card["caption_words"]) == (label, source, words)
+    assert card["label_auroc"] == pytest.approx(auroc) and card["caption_auroc"] == pytest.approx(caption_auroc)
+    html = client.get(f"/concepts/{live}", headers=HX).text
+    assert f"label AUROC {auroc:.2f}" in html and f"held-out AUROC {caption_auroc:.2f}" in html
+    # every concept with words or a world concept has a scored label; the scores are AUROCs
+    scores = query(lens_atlas, "SELECT label_source, label_auroc FROM concepts WHERE NOT is_dead")
+    assert all(0.0 <= a <= 1.0 for s, a in scores if a is not None)
+    assert {s for s, _ in scores} <= {"caption", "world", "vlm", "id"}
+
+
+def test_activation_examples_show_captions_and_energies_and_load_lower_bands(client, lens_atlas, live):
+    top = client.get(f"/concepts/{live}", params={"model": "planted"}, headers=HX).text
+    for side in ("real", "generated"):
+        assert f'hx-get="/concepts/{live}/examples?model=planted&amp;side={side}&amp;band=0"' in top
+    card = client.get(f"/api/concepts/{live}", params={"model": "planted"}).json()
+    for image in card["exemplars"]["real"]:  # the top images, caption and energy written under each
+        assert f'<span class="value">energy {image["energy"]:.3g}</span>' in top
+    energies = dict(query(lens_atlas, "SELECT replace(image_id, 'planted/', ''), energy FROM energies "
+                                      "WHERE source_id = 'planted' "
+                                      "AND concept = ? AND energy > 0", [live]))
+    ranked = sorted(energies, key=lambda item: (-energies[item], f"planted/{item}"))
+    seen = []
+    for band in range(4):
+        found = client.get(f"/api/concepts/{live}/examples",
+                           params={"model": "planted", "side": "generated", "band": band}).json()
+        assert found["source_id"] == "planted" and found["images"], band
+        for image in found["images"]:
+            rank = ranked.index(image["item_id"])
+            assert band * len(ranked) / 4 <= rank < (band + 1) * len(ranked) / 4 + 1  # from its quarter of the ranking
+            assert image["energy"] == pytest.approx(energies[image["item_id"]], rel=1e-6)
+            assert image["caption"] and image["url"].startswith("/images/planted/")
+        seen += [image["item_id"] for image in found["images"]]
+        fragment = client.get(f"/concepts/{live}/examples", params={"model": "planted", "side": "generated",
+                                                                      "band": band}).text
+        assert fragment.count('<figure class="example"') == len(found["images"])
+        assert ("band=%d" % (band + 1) in fragment) == (band < 3)  # the next band's button, until the last
+    assert len(seen) == len(set(seen))  # bands do not repeat images
+    for bad in ({"side": "sideways"}, {"side": "real", "band": 4}, {"side": "real", "band": -1}):
+        assert client.get(f"/api/concepts/{live}/examples", params=bad).status_code == 422
+
+
+def test_the_delta_strip_writes_each_models_delta_and_marks_the_thresholds(client, live):
+    card = client.get(f"/api/concepts/{live}").json()
+    html = client.get(f"/concepts/{live}", headers=HX).text
+    strip = html[html.index('<svg class="deltas"'):]
+    strip = strip[:strip.index("</svg>")]
+    for d in card["deltas"]:
+        assert f'<text class="value" x="384" y="' in strip
+        assert f'δ {d["delta"]:.3f} [{d["ci_low"]:.3f}, {d["ci_high"]:.3f}]</text>' in strip
+    assert strip.count('<g class="threshold">') == 3  # 0.1, 0.5 and 0.9
+    for mark in ("0.1", "0.5", "0.9"):
+        assert f'text-anchor="middle">{mark}</text>' in strip

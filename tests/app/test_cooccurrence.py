@@ -88,3 +88,25 @@ def test_an_atlas_without_analysis_explains_itself(world_atlas, tmp_path_factory
             assert page.status_code == 200 and "without the analyze stage" in page.text
         assert plain.get("/api/cooccurrence").json()["l0"] == {}
         assert plain.get("/api/frequency").json()["concepts"]["concept"] == []
+
+
+@pytest.mark.parametrize("y, temperature", [("delta_sharp", "0.4"), ("delta", "0.8")])
+def test_frequency_says_which_temperature_its_y_axis_uses(client, y, temperature):
+    data = client.get("/api/frequency", params={"model": "planted", "y": y}).json()
+    assert data["temperature"] == float(temperature)
+    page = client.get("/frequency", params={"model": "planted", "y": y}).text
+    assert f'<b class="temperature">T = {temperature}</b>' in page
+    axes = next(g for g in charts(page)["frequency-scatter"].iter() if g.get("class") == "axes")
+    assert any(f"T = {temperature}" in (t.text or "") for t in axes.iter())  # on the axis label too
+
+
+@pytest.mark.parametrize("scale", ["linear", "log"])
+def test_a_click_on_the_frequency_chart_opens_the_nearest_concepts_card(client, scale):
+    data = client.get("/api/frequency", params={"model": "planted", "scale": scale}).json()
+    placed = [i for i, f in enumerate(data["concepts"]["nu_real"]) if f > 0]
+    i = placed[len(placed) // 2]
+    at = {"at_x": data["concepts"]["nu_real"][i], "at_y": data["concepts"]["value"][i]}
+    answer = client.get("/frequency/nearest", params={"model": "planted", "scale": scale, **at}, follow_redirects=False)
+    same_spot = [c for c, f, v in zip(data["concepts"]["concept"], data["concepts"]["nu_real"], data["concepts"]["value"])
+                 if f == at["at_x"] and v == at["at_y"]]
+    assert answer.status_code == 303 and answer.headers["location"] == f"/concepts/{min(same_spot)}?model=planted"

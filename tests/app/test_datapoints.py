@@ -102,3 +102,13 @@ def test_an_atlas_without_analysis_explains_itself_and_still_shows_a_pair(world_
         assert pair["caption"] == item["caption"] and pair["score"] is None and pair["real_concepts"] == []
         html = plain.get(f"/pairs/{item['item_id']}").text
         assert f'src="/{pair["real_image"]}"' in html and f'src="/{pair["generated_image"]}"' in html
+
+
+def test_the_pair_page_tells_the_models_delta_from_this_pairs_energies(client):
+    item = client.get("/api/datapoints", params={"model": "planted", "limit": 1}).json()["rows"][0]
+    page = client.get(f"/pairs/{item['item_id']}", params={"model": "planted"}).text
+    table = page[page.index('<table class="grid concepts"'):]
+    header = table[:table.index("</thead>")]
+    assert "energy in this image" in header and "model-wide &delta; (all images)" in header
+    assert 'class="num model-wide' in table  # the delta cells are set apart from the energies
+    assert "the same on every pair" in page

@@ -216,3 +216,29 @@ def test_minority_colour_and_steer_link_appear_only_with_the_internal_lens(attri
         assert client.get("/api/concepts/4", params={"model": "same"}).json()["attributions"] is None
         assert "steer with these" not in client.get("/concepts/4", params={"model": "same"}).text
 
+
+
+def test_the_default_radius_lists_neighbours_for_a_typical_concept(client, lens_atlas):
+    """0.05 of the map, the old default, listed no neighbour for most concepts of a small map; the default is now
+    the median distance to the 8th nearest concept, so a typical concept lists about eight."""
+    live = [c for (c,) in query(lens_atlas, "SELECT concept FROM concepts WHERE NOT is_dead ORDER BY concept")]
+    state = client.get("/api/explorer", params={"concept": live[0]}).json()["state"]
+    assert 0.01 <= state["radius"] <= 0.3
+    counts = [len(client.get("/api/explorer/context", params={"concept": c}).json()["neighbours"]) for c in live]
+    old = [len(client.get("/api/explorer/context", params={"concept": c, "radius": 0.05}).json()["neighbours"])
+           for c in live]
+    assert np.median(counts) >= 6
+    assert np.median(old) < np.median(counts)
+    assert f'value="{state["radius"]}"' in client.get("/explorer").text  # the slider opens there
+
+
+def test_the_layout_order_is_a_kd_order_of_every_concept(client, lens_atlas):
+    from backend.kdindex import kd_order
+
+    raw = client.get("/api/explorer/layout-order.bin", headers={"Accept-Encoding": "identity"})
+    assert raw.headers["content-type"] == "application/octet-stream"
+    order = np.frombuffer(raw.content, dtype="<u4")
+    layout = np.array(query(lens_atlas, "SELECT umap_x, umap_y FROM concepts ORDER BY concept"), dtype=np.float32)
+    assert sorted(order.tolist()) == list(range(len(layout)))
+    assert order.tolist() == kd_order(layout[:, 0], layout[:, 1]).tolist()
+    assert client.get("/api/explorer/layout-order.bin").headers["content-encoding"] == "gzip"

@@ -323,3 +323,29 @@ def test_the_panel_proposes_a_concepts_features_or_says_why_not(client, monkeypa
     refused = client.get("/steer", params={"generator": "world-model", "concept": str(concept["concept"])})
     assert "No features proposed" in refused.text and "below the floor" in refused.text
     assert 'hx-trigger="load"' not in refused.text  # no steer runs, no empty result is shown as an effect
+
+def test_internal_pages_show_top_images_and_every_header_names_the_run(client, internal_atlas):
+    atlas = Atlas(internal_atlas)
+    try:
+        run = atlas.info()["run_name"]
+    finally:
+        atlas.close()
+    ranking = client.get("/api/internal/world-model/minority", params={"limit": 3}).json()
+    page = client.get("/internal", params={"limit": 3}).text
+    for feature in ranking["features"]:
+        assert 1 <= len(feature["thumbnails"]) <= 3
+        for path in feature["thumbnails"]:
+            assert f'src="/{path}"' in page and client.get(f"/{path}").status_code == 200
+    feature = ranking["features"][0]["feature"]
+    for url in ("/internal", f"/internal/world-model/features/{feature}", "/steer", "/", "/explorer"):
+        assert f'<span class="run">{run}</span>' in client.get(url).text, url
+
+
+def test_the_features_of_a_concept_carry_the_users_label(client):
+    concept = 0
+    client.post(f"/api/concepts/{concept}/label", data={"label": "named by me"})
+    try:
+        answer = client.get(f"/api/concepts/{concept}/features", params={"generator": "world-model"}).json()
+        assert answer["label"] == "named by me"
+    finally:
+        client.delete(f"/api/concepts/{concept}/label")

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from backend.rankings import to_csv
-from tests.app.charts import app_client
+from tests.app.charts import app_client, query
 
 HX = {"HX-Request": "true"}
 
@@ -195,3 +195,43 @@ def test_csv_neutralises_tab_and_carriage_return_starts_in_any_text_cell():
     exported = next(csv.DictReader(io.StringIO(to_csv(rows), newline="")))
     assert exported["world_concept"] == "'\tx" and exported["real_exemplar"] == "'\r=1"
     assert exported["delta"] == "-0.5" and exported["label"] == "ok"
+
+
+def test_rows_carry_label_evidence_and_energies_and_the_label_score_filters(client, lens_atlas):
+    everything = client.get("/api/rankings", params={"model": "planted", "limit": 1000}).json()["rows"]
+    scores = dict(query(lens_atlas, "SELECT concept, label_auroc FROM concepts"))
+    for row in everything:
+        assert row["label_auroc"] == pytest.approx(scores[row["concept"]]) if scores[row["concept"]] is not None \
+            else row["label_auroc"] is None
+    cut = sorted(r["label_auroc"] for r in everything if r["label_auroc"] is not None)[len(everything) // 2]
+    kept = client.get("/api/rankings", params={"model": "planted", "limit": 1000, "min_label_auroc": cut}).json()
+    assert {r["concept"] for r in kept["rows"]} == {r["concept"] for r in everything
+                                                    if r["label_auroc"] is not None and r["label_auroc"] >= cut}
+    assert 0 < kept["total"] < len(everything)
+    assert "min_label_auroc" in kept["links"]["csv"]
+    exported = list(csv.DictReader(io.StringIO(client.get(kept["links"]["csv"]).text)))
+    assert len(exported) == kept["total"] and all(float(r["label_auroc"]) >= cut for r in exported)
+    assert client.get("/api/rankings", params={"min_label_auroc": 1.5}).status_code == 422
+
+
+def test_the_page_says_delta_is_about_energy_and_shows_energies_beside_frequencies(client):
+    page = client.get("/rankings", params={"model": "planted"}).text
+    assert "far less often" not in page and "not how often the concept fires" in page
+    header = page[page.index('<table class="grid rankings">'):page.index("</thead>")]
+    for column in ("label AUROC", "delta of energy", "mean energy real &rarr; gen", "fires on real &rarr; gen"):
+        assert column in header
+    thumbs = re.findall(r'<img class="thumb" src="[^"]+" alt="best real exemplar" title="[^"]+" width="(\d+)"', page)
+    assert thumbs and all(int(w) >= 64 for w in thumbs)
+
+
+def test_user_labels_reach_the_exports(client):
+    first = client.get("/api/rankings", params={"model": "planted", "limit": 1}).json()["rows"][0]
+    client.post(f"/api/concepts/{first['concept']}/label", data={"label": "exported name"})
+    try:
+        rows = list(csv.DictReader(io.StringIO(client.get("/api/rankings.csv", params={"model": "planted"}).text)))
+        mine = next(r for r in rows if int(r["concept"]) == first["concept"])
+        assert mine["label"] == "exported name" and mine["user_label"] == "True"
+        table = pq.read_table(io.BytesIO(client.get("/api/rankings.parquet", params={"model": "planted"}).content))
+        assert "exported name" in table.column("label").to_pylist()
+    finally:
+        client.delete(f"/api/concepts/{first['concept']}/label")

@@ -116,3 +116,29 @@ def test_lines_draw_one_polyline_per_series_with_its_points():
     root = parse(svg.lines({"real": ([1, 2, 3], [10, 5, 1]), "gen": ([1, 2, 3], [9, 0, 2])}, y_log=True))
     lines = {e.get("data-series"): int(e.get("data-points")) for e in root.iter(f"{SVG}polyline")}
     assert lines == {"real": 3, "gen": 2}  # the zero cannot sit on a log axis
+
+
+def test_points_link_to_their_pages_and_a_compact_chart_says_where_a_click_lands():
+    small = parse(svg.scatter([0.0, 0.5, 1.0], [1.0, 0.5, 0.0], x_domain=(0, 1), y_domain=(0, 1), margin=0.03,
+                              links=["/a", "/b?x=1&y=2", "/c"], pick_url="/pick?m=1"))
+    assert [a.get("href") for a in small.iter(f"{SVG}a")] == ["/a", "/b?x=1&y=2", "/c"]
+    assert small.get("data-pick-url") is None  # every point is a link already
+    rng = np.random.default_rng(0)
+    n = svg.DETAIL_POINTS + 1
+    frame = svg.Frame()
+    large = parse(svg.scatter(rng.random(n), rng.random(n), x_domain=(0, 1), y_domain=(0, 1), margin=0.03,
+                              pick_url="/pick?m=1&k=2", frame=frame))
+    assert not list(large.iter(f"{SVG}a")) and large.get("data-pick-url") == "/pick?m=1&k=2"
+    assert [float(v) for v in large.get("data-pick-frame").split()] == [frame.x0, frame.x1, frame.y0, frame.y1]
+    assert [float(v) for v in large.get("data-pick-domain").split()] == pytest.approx([-0.03, 1.03, -0.03, 1.03])
+    ticks = [t.text for t in large.iter(f"{SVG}text") if t.get("text-anchor") == "middle" and t.text]
+    assert ticks[:6] == ["0", "0.2", "0.4", "0.6", "0.8", "1"]  # the margin adds no tick outside the domain
+
+
+def test_log_count_axes_tick_whole_numbers():
+    root = parse(svg.histogram(np.linspace(0, 1, 11), {"m": [1, 2, 0, 5, 9, 0, 3, 0, 1, 1]}, log_y=True))
+    axes = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "axes")
+    ticks = [t.text for t in axes.iter(f"{SVG}text") if t.get("text-anchor") == "end"]
+    assert ticks == ["1", "2", "5", "10"]
+    many = svg.Scale(0.5, 5000, 0, 100, log=True, tick_bounds=(1.0, float("inf"))).ticks()
+    assert many == [1, 10, 100, 1000]

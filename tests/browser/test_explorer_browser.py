@@ -106,8 +106,9 @@ def test_jumping_and_the_back_button_restore_each_previous_view(page, live_serve
 
     page.go_back()
     page.wait_for_selector(f"#concept-card[data-concept='{first}']")
-    assert state(page) == {"model": "planted", "colour": "frequency", "size": "uniform", "radius": "0.05",
-                                "concept": str(first)}
+    radius = page.evaluate("() => JSON.parse(document.querySelector('#explorer').dataset.state).radius")
+    assert state(page) == {"model": "planted", "colour": "frequency", "size": "uniform", "radius": str(radius),
+                           "concept": str(first)}
     page.go_back()
     page.wait_for_function("() => document.querySelector('#plot').dataset.view === 'planted/delta/uniform'")
     assert page.input_value("#colour") == "delta" and state(page)["concept"] == str(first)
@@ -214,11 +215,14 @@ def test_editing_a_label_updates_the_card_and_the_tooltip(page, live_server, atl
     x, y = point_on_page(page, concept)
     page.mouse.move(x, y)
     page.wait_for_function("() => document.querySelector('#tooltip').textContent.includes('hand-named')")
-    page.fill("#label-block input[name=label]", "x" * 121)
     page.evaluate("() => document.querySelector('#label-block input[name=label]').removeAttribute('maxlength')")
-    page.fill("#label-block input[name=label]", "x" * 121)
+    page.fill("#label-block input[name=label]", "x" * 201)
     page.click("#label-block button[type=submit]")
-    page.wait_for_function("() => document.querySelector('#label-block .error').textContent.includes('120')")
-    page.fill("#label-block input[name=label]", "")
+    page.wait_for_function("() => document.querySelector('#label-block .error').textContent.includes('at most 200')")
+    assert page.inner_text("#label-block .concept-label") == "hand-named <b>concept</b>"  # the old label kept
+    page.fill("#label-block input[name=label]", "   ")
     page.click("#label-block button[type=submit]")
+    page.wait_for_function("() => document.querySelector('#label-block .error').textContent.includes('must not be empty')")
+    assert page.inner_text("#label-block .concept-label") == "hand-named <b>concept</b>"
+    page.click("#label-block button:has-text('restore the automatic label')")
     page.wait_for_function("() => !document.querySelector('#label-block').textContent.includes('hand-named')")
