@@ -26,7 +26,7 @@ from backend.atlas import Atlas
 log = logging.getLogger(__name__)
 
 STAT_COLUMNS = ("e_real", "e_gen", "delta", "relative_delta", "nu_real", "nu_gen", "suppressed", "exaggerated",
-                "ci_low", "ci_high", "significant")
+                "suppressed_paper", "exaggerated_paper", "q_value", "ci_low", "ci_high", "significant")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ each lower quantile band of the concept's energies (``activation_examples``).
 
 from __future__ import annotations
 
+import math
+
 import io
 from typing import Any
 
@@ -143,8 +145,9 @@ def concept_card(explorer: Explorer, concept: int, model: str) -> dict[str, Any]
 
 
 def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value JSON and templates expect."""
-    return value.item() if hasattr(value, "item") else value
+    """A numpy scalar as the Python value JSON and templates expect (NaN, a value not computed, as None)."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _label_state(explorer: Explorer, concept: int) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Frequency vs delta: are rare concepts the blindspots? (seed 001, section 4.6 and appendix D.3).
 
 The paper plots each concept's empirical frequency in the real images (x) against its
-energy difference passed through a sigmoid with the sharper temperature T = 0.4 (y),
-point size proportional to the frequency; that is the default here (``delta_sharp``),
-with the atlas's own delta (T = 0.8 by default) as the alternative. The correlation
+energy difference passed through a sigmoid twice as sharp as delta's (T = 0.4 beside the
+paper's 0.8; here T / 2 of the atlas's own T) (y), point size proportional to the
+frequency; that is the default here (``delta_sharp``), with the atlas's own delta as the
+alternative. The correlation
 the paper describes is between frequency and the size of the misalignment, reported
 as Spearman's rho of frequency against |y - 0.5|.
 """
@@ -21,11 +22,11 @@ from scipy.stats import spearmanr
 from backend import svg
 from backend.atlas import Atlas, NotFound
 from backend.query import USER_LABELS, analysis_settings, resolve_model, url, user_label_params, view_context
-from precompute.stages.analyze import FREQUENCY_TEMPERATURE
+from precompute.analysis.delta import FREQUENCY_SHARPENING
 
 
 class FrequencyY(StrEnum):
-    delta_sharp = "delta_sharp"  # sigmoid((E_gen - E_real) / 0.4): the paper's Fig. 11
+    delta_sharp = "delta_sharp"  # sigmoid((E_gen - E_real) / (T / 2)): the paper's Fig. 11 (T / 2 = 0.4 at 0.8)
     delta = "delta"              # the atlas's delta at its temperature
 
 
@@ -38,8 +39,10 @@ _Y_COLUMN = {FrequencyY.delta_sharp: "s.delta_sharp", FrequencyY.delta: "s.delta
 
 
 def temperature(data: dict[str, Any]) -> float:
-    """The temperature of the chosen y axis: the paper's sharper T = 0.4, or the atlas's own delta's."""
-    return FREQUENCY_TEMPERATURE if data["y"] == FrequencyY.delta_sharp else data["analysis"]["temperature"]
+    """The temperature of the chosen y axis: the sharper T / 2 of the paper's Fig. 11 (0.4 at its T = 0.8), or the
+    atlas's own delta's T."""
+    own = data["analysis"]["temperature"]
+    return own / FREQUENCY_SHARPENING if data["y"] == FrequencyY.delta_sharp else own
 
 
 def frequency_data(atlas: Atlas, model: str | None = None, y: FrequencyY = FrequencyY.delta_sharp,
@@ -89,8 +92,8 @@ def frequency_chart(data: dict[str, Any]) -> Any:
     thresholds = data["analysis"]
     guides = ((0.5,) if data["y"] == FrequencyY.delta_sharp  # the neutral line; and delta's blindspot thresholds
               else (thresholds["suppressed_below"], 0.5, thresholds["exaggerated_above"]))
-    y_label = (f"sigmoid((E_gen - E_real) / T), T = {data['temperature']:g}" if data["y"] == FrequencyY.delta_sharp
-               else f"delta = sigmoid((E_gen - E_real) / T), T = {data['temperature']:g}")
+    y_label = (f"sigmoid((E_gen - E_real) / T), T = {data['temperature']:.3g}" if data["y"] == FrequencyY.delta_sharp
+               else f"delta = sigmoid((E_gen - E_real) / T), T = {data['temperature']:.3g}")
     links = ([f"/concepts/{c}?model={quote(data['model'], safe='')}" for c in concepts["concept"]]
              if titles is not None else None)  # each point opens its concept's card
     pick = url("/frequency/nearest", {"model": data["model"], "y": data["y"], "scale": data["scale"]})

@@ -7,6 +7,8 @@ without the analyze stage answer with ``analysed = False`` and a hint, never an 
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +30,20 @@ def user_label_params(labels: Mapping[int, str] | None) -> list[list[Any]]:
     """The two bound parameters of ``USER_LABELS``."""
     labels = labels or {}
     return [[int(k) for k in labels], [str(v) for v in labels.values()]]
+
+
+class FlagRule(StrEnum):
+    """Which flags a view shows: the atlas's (the paper's threshold and the FDR-controlled test), or the paper's
+    thresholds alone (``suppressed_paper`` / ``exaggerated_paper``), on request."""
+
+    atlas = "atlas"
+    paper = "paper"
+
+    def column(self, direction: str) -> str:
+        """The ``concept_stats`` column (aliased ``s``) of this rule's flag in ``direction``."""
+        if direction not in ("suppressed", "exaggerated"):
+            raise BadQuery(f"direction must be 'suppressed' or 'exaggerated', got {direction!r}")
+        return f"s.{direction}" if self is FlagRule.atlas else f"s.{direction}_paper"
 
 
 class BadQuery(BlindspotError):
@@ -56,15 +72,20 @@ def resolve_model(atlas: Atlas, model: str | None, models: list[str] | None = No
 
 
 def analysis_settings(atlas: Atlas) -> dict[str, float]:
-    """The build's delta temperature and blindspot thresholds (its config's ``[analysis]``; the defaults, the
-    paper's T = 0.8, 0.1 and 0.9, for an atlas that does not record them)."""
+    """The build's delta temperature (``atlas_info.temperature``: a config's ``"auto"`` resolved), blindspot
+    thresholds and false discovery rate (its config's ``[analysis]``; the defaults, the paper's T = 0.8, 0.1
+    and 0.9 and an FDR of 0.05, for an atlas that does not record them)."""
+    info = atlas.info()
     try:
-        recorded = json.loads(atlas.info().get("config") or "{}").get("analysis", {})
+        recorded = json.loads(info.get("config") or "{}").get("analysis", {})
     except (json.JSONDecodeError, AttributeError):
         recorded = {}
     defaults = AnalysisConfig()
-    return {key: float(recorded.get(key, getattr(defaults, key)))
-            for key in ("temperature", "suppressed_below", "exaggerated_above")}
+    settings = {key: float(recorded.get(key, getattr(defaults, key)))
+                for key in ("suppressed_below", "exaggerated_above", "fdr")}
+    temperature = info.get("temperature", recorded.get("temperature", defaults.temperature))
+    settings["temperature"] = float(defaults.temperature if temperature == "auto" else temperature)
+    return settings
 
 
 def view_context(atlas: Atlas) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Rankings of a generator's blindspots (seed 001, section 4.3 and appendix C's "global rankings").
 
 Suppressed blindspots are concepts with delta below the atlas's threshold (0.1 by
-default), exaggerated ones above the upper threshold (0.9); the thresholds are the
-build's, stored as the ``suppressed`` / ``exaggerated`` flags of ``concept_stats``.
+default), exaggerated ones above the upper threshold (0.9), whose paired test survives
+the false-discovery-rate control: the ``suppressed`` / ``exaggerated`` flags of
+``concept_stats``. ``flags=paper`` ranks by the paper's thresholds alone instead.
 Filters and sort orders come from fixed enums mapped to fixed SQL fragments; every
 value reaches the database as a bound parameter.
 
@@ -26,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backend.atlas import Atlas
-from backend.query import (USER_LABELS, BadQuery, analysis_settings, resolve_model, url, user_label_params,
-                           view_context)
+from backend.query import (USER_LABELS, BadQuery, FlagRule, analysis_settings, resolve_model, url,
+                           user_label_params, view_context)
 
 
 class Direction(StrEnum):
@@ -42,7 +43,6 @@ class RankingSort(StrEnum):
     frequency = "frequency"            # most frequent in real images first
 
 
-_FLAG = {Direction.suppressed: "s.suppressed", Direction.exaggerated: "s.exaggerated"}
 _ORDER = {
     (RankingSort.delta, Direction.suppressed): "s.delta ASC",
     (RankingSort.delta, Direction.exaggerated): "s.delta DESC",
@@ -59,6 +59,7 @@ EXPORT_SCHEMA = pa.schema([
     ("rank", pa.int64()), ("concept", pa.int64()), ("label", pa.string()), ("world_concept", pa.string()),
     ("label_source", pa.string()), ("label_auroc", pa.float64()), ("user_label", pa.bool_()),
     ("delta", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("significant", pa.bool_()),
+    ("q_value", pa.float64()),
     ("relative_delta", pa.float64()), ("e_real", pa.float64()), ("e_gen", pa.float64()),
     ("nu_real", pa.float64()), ("nu_gen", pa.float64()),
     ("real_exemplar", pa.string()), ("generated_exemplar", pa.string()),
@@ -71,6 +72,7 @@ class RankingQuery:
 
     model: str | None = None
     direction: Direction = Direction.suppressed
+    flags: FlagRule = FlagRule.atlas
     significant: bool = False
     min_freq: float = 0.0
     max_freq: float = 1.0
@@ -90,6 +92,8 @@ class RankingQuery:
     def state(self) -> dict[str, Any]:
         """The query parameters of this view, defaults left out (so links stay short)."""
         state: dict[str, Any] = {"model": self.model, "direction": self.direction, "sort": self.sort}
+        if self.flags is not FlagRule.atlas:
+            state["flags"] = self.flags
         if self.significant:
             state["significant"] = True
         if self.min_freq > 0.0:
@@ -103,7 +107,7 @@ class RankingQuery:
 
 def _where(query: RankingQuery, model: str) -> tuple[str, list[Any]]:
     sql = ("FROM concept_stats s JOIN concepts c USING (concept) LEFT JOIN user_labels u ON u.concept = s.concept "
-           f"WHERE s.source_id = ? AND {_FLAG[query.direction]} "
+           f"WHERE s.source_id = ? AND {query.flags.column(query.direction)} "
            "AND NOT c.is_dead AND (s.significant OR NOT ?) AND s.nu_real BETWEEN ? AND ? "
            "AND (? = 0 OR c.label_auroc >= ?)")
     return sql, [model, query.significant, query.min_freq, query.max_freq, query.min_label_auroc,
@@ -126,6 +130,7 @@ def ranking_rows(atlas: Atlas, query: RankingQuery, model: str, offset: int = 0,
             SELECT row_number() OVER (ORDER BY {order}, s.concept) AS rank, s.source_id,
                    s.concept, coalesce(u.label, c.label) AS label, c.world_concept, c.label_source,
                    c.label_auroc, u.label IS NOT NULL AS user_label, s.delta, s.ci_low, s.ci_high, s.significant,
+                   s.q_value,
                    s.relative_delta, s.e_real, s.e_gen, s.nu_real, s.nu_gen
             {where}
             ORDER BY {order}, s.concept {page})
@@ -157,6 +162,7 @@ def rankings_data(atlas: Atlas, query: RankingQuery, offset: int = 0, limit: int
     next_offset = offset + limit if offset + limit < total else None
     return {
         **context, "model": model, "direction": query.direction, "significant": query.significant,
+        "flags": query.flags, "flag_rules": list(FlagRule),
         "min_freq": query.min_freq, "max_freq": query.max_freq, "sort": query.sort,
         "min_label_auroc": query.min_label_auroc, "thresholds": analysis_settings(atlas),
         "directions": list(Direction), "sorts": list(RankingSort),

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from backend.atlas import Atlas
+from backend.query import FlagRule, analysis_settings
 from precompute.pipeline import STAGES
 
 router = APIRouter(tags=["overview"])
@@ -22,11 +23,13 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 
 
 def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24,
-                  labels: dict[int, str] | None = None) -> dict[str, Any]:
-    """The overview: the build, its sources and stages, each generator's strongest blindspots (with the user's
-    labels) and a page of the image pairs."""
+                  labels: dict[int, str] | None = None, flags: FlagRule = FlagRule.atlas) -> dict[str, Any]:
+    """The overview: the build, its sources and stages, each generator's flag counts beside the null controls',
+    its strongest blindspots (with the user's labels; ``flags``: the atlas's or the paper's thresholds alone)
+    and a page of the image pairs."""
     info = atlas.info()
     built = set(json.loads(info.get("stages", "[]")))
+    analysed = "analyze" in built
     return {
         "run_name": info.get("run_name", ""),
         "built_at": info.get("built_at", ""),
@@ -37,10 +40,14 @@ def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24,
         "skipped": atlas.skipped_summary(),
         "planted_effects": atlas.planted_effects(),
         "pairs": atlas.pairs(offset, limit),
-        "analysed": "analyze" in built,
-        "blindspots": {s["source_id"]: {d: atlas.blindspots(s["source_id"], d, labels=labels)
+        "analysed": analysed,
+        "flags": flags,
+        "thresholds": analysis_settings(atlas) if analysed else None,
+        "flag_counts": atlas.rows("SELECT * FROM source_summary ORDER BY source_id") if analysed else [],
+        "null_controls": atlas.rows("SELECT * FROM null_controls ORDER BY kind DESC, control") if analysed else [],
+        "blindspots": {s["source_id"]: {d: atlas.blindspots(s["source_id"], d, labels=labels, flags=flags)
                                         for d in ("suppressed", "exaggerated")}
-                       for s in atlas.sources() if s["source_id"] != "real"},
+                       for s in atlas.sources() if s["source_id"] != "real"} if analysed else {},
         "models": [s["source_id"] for s in atlas.sources() if s["source_id"] != "real"],
         "offset": offset,
         "limit": limit,
@@ -49,13 +56,14 @@ def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24,
 
 @router.get("/", response_class=HTMLResponse)
 def overview_page(request: Request, atlas: AtlasDep, templates: TemplatesDep, labels: UserLabelsDep,
-                  offset: Offset = 0, limit: Limit = 24) -> HTMLResponse:
-    return templates.TemplateResponse(request, "overview.html", overview_data(atlas, offset, limit, labels))
+                  offset: Offset = 0, limit: Limit = 24, flags: FlagRule = FlagRule.atlas) -> HTMLResponse:
+    return templates.TemplateResponse(request, "overview.html", overview_data(atlas, offset, limit, labels, flags))
 
 
 @router.get("/api/overview")
-def overview_json(atlas: AtlasDep, labels: UserLabelsDep, offset: Offset = 0, limit: Limit = 24) -> dict[str, Any]:
-    return overview_data(atlas, offset, limit, labels)
+def overview_json(atlas: AtlasDep, labels: UserLabelsDep, offset: Offset = 0, limit: Limit = 24,
+                  flags: FlagRule = FlagRule.atlas) -> dict[str, Any]:
+    return overview_data(atlas, offset, limit, labels, flags)
 
 
 @router.get("/api/world/frequencies")

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
+from backend.query import FlagRule
 from backend.rankings import (Direction, RankingQuery, RankingSort, export_rows, rankings_data, to_csv,
                               to_parquet)
 
@@ -21,10 +22,11 @@ Auroc = Annotated[float, Query(ge=0.0, le=1.0, description="the least AUROC of a
 
 
 def ranking_query(model: Annotated[str | None, Query(max_length=200)] = None,
-                  direction: Direction = Direction.suppressed, significant: bool = False,
+                  direction: Direction = Direction.suppressed, flags: FlagRule = FlagRule.atlas,
+                  significant: bool = False,
                   min_freq: Share = 0.0, max_freq: Share = 1.0, sort: RankingSort = RankingSort.delta,
                   min_label_auroc: Auroc = 0.0) -> RankingQuery:
-    return RankingQuery(model=model, direction=direction, significant=significant, min_freq=min_freq,
+    return RankingQuery(model=model, direction=direction, flags=flags, significant=significant, min_freq=min_freq,
                         max_freq=max_freq, sort=sort, min_label_auroc=min_label_auroc)
 
 

@@ -25,6 +25,11 @@ from precompute.analysis.significance import concept_qvalues
 from precompute.errors import BlindspotError
 
 
+# Seed 001 appendix D, section 4.6: frequency vs delta uses a sigmoid twice as sharp (T = 0.4 beside the paper's
+# 0.8); the atlas keeps that ratio at any temperature (``concept_stats.delta_sharp``).
+FREQUENCY_SHARPENING = 2.0
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
 

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from precompute.analysis.calibration import REAL_HALVES, auto_temperature, real_halves
 from precompute.analysis.cooccurrence import eigenvector_alignment, epsilon_grid, l0_curve, top_eigen, top_partners
 from precompute.analysis.datapoints import datapoint_scores
-from precompute.analysis.delta import concept_stats, delta_histogram, pearson_matrix, sigmoid
+from precompute.analysis.delta import FREQUENCY_SHARPENING, concept_stats, delta_histogram, pearson_matrix, sigmoid
 from precompute.analysis.energies import energy_histograms
 from precompute.analysis.labels import auroc_matrix, caption_label_evidence, chosen_labels
 from precompute.analysis.neighbours import nearest_atoms
@@ -36,9 +36,6 @@ from precompute.stages.common import StageContext, digest_of
 from precompute.stages.encode import ENERGIES, Lens, cooccurrence, encode_store, maps_path
 from precompute.stages.sample import ANNOTATIONS, ITEMS, sample_store
 
-# Seed 001 appendix D, section 4.6: frequency vs delta uses a sigmoid twice as sharp (T = 0.4 beside the
-# paper's 0.8); the atlas keeps that ratio at any temperature.
-FREQUENCY_SHARPENING = 2.0
 EIGENVECTORS = 100
 CARD_PARTNERS = 10  # co-occurrence partners and decoder neighbours kept per concept (the concept card's lists)
 # Bumped when the analyze stage's outputs change shape, so older outputs in a work folder are recomputed.

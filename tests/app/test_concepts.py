@@ -215,7 +215,8 @@ def test_bad_labels_are_422_with_the_reason(client, live, body, kind):
 
 @pytest.mark.parametrize("bad, reason", [("y" * 201, "at most 200 characters, got 201"), ("   ", "must not be empty")])
 def test_a_refused_label_keeps_the_old_one(lens_atlas, tmp_path, live, bad, reason):
-    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json"))) as client:
+    with TestClient(create_app(Settings(atlas=lens_atlas, labels=tmp_path / "labels.json")),
+                    base_url="http://127.0.0.1") as client:
         assert client.post(f"/api/concepts/{live}/label", data={"label": "the old label"}).status_code == 200
         refused = client.post(f"/api/concepts/{live}/label", data={"label": bad}, headers=HX)
         assert refused.status_code == 422 and reason in refused.json()["detail"]

@@ -90,10 +90,13 @@ def test_an_atlas_without_analysis_explains_itself(world_atlas, tmp_path_factory
         assert plain.get("/api/frequency").json()["concepts"]["concept"] == []
 
 
-@pytest.mark.parametrize("y, temperature", [("delta_sharp", "0.4"), ("delta", "0.8")])
-def test_frequency_says_which_temperature_its_y_axis_uses(client, y, temperature):
+@pytest.mark.parametrize("y, sharpening", [("delta_sharp", 2.0), ("delta", 1.0)])
+def test_frequency_says_which_temperature_its_y_axis_uses(client, atlas_db, y, sharpening):
+    """The sharper sigmoid is at T / 2 (0.4 at the paper's 0.8), the other at the atlas's own T, whatever T is."""
+    own = float(atlas_db.execute("SELECT value FROM atlas_info WHERE key = 'temperature'").fetchone()[0])
     data = client.get("/api/frequency", params={"model": "planted", "y": y}).json()
-    assert data["temperature"] == float(temperature)
+    assert data["temperature"] == pytest.approx(own / sharpening)
+    temperature = f"{data['temperature']:.3g}"
     page = client.get("/frequency", params={"model": "planted", "y": y}).text
     assert f'<b class="temperature">T = {temperature}</b>' in page
     axes = next(g for g in charts(page)["frequency-scatter"].iter() if g.get("class") == "axes")

@@ -46,3 +46,28 @@ def test_the_pairs_table_names_the_source_of_every_column(client):
         for source, href, src in cells:
             assert src.startswith(f"/images/{source}/")
             assert href == f"/pairs/{item}?model={'planted' if source == 'real' else source}"
+
+
+def test_every_generator_flag_count_stands_beside_the_null_controls(client, atlas_db):
+    data = client.get("/api/overview").json()
+    counts = {c["source_id"]: c for c in data["flag_counts"]}
+    stored = dict(atlas_db.execute("""SELECT source_id, count(*) FILTER (WHERE suppressed) FROM concept_stats
+                                      GROUP BY 1""").fetchall())
+    assert {m: c["n_suppressed"] for m, c in counts.items()} == stored
+    nulls = {n["control"]: n for n in data["null_controls"]}
+    assert nulls["real-halves"]["flagged"] == 0 and nulls["real-halves"]["pairs"] == data["n_items"] // 2
+    page = client.get("/").text
+    assert re.search(r'<tr class="null-control" data-control="real-halves">.*?<b class="null-flags">0</b>', page, re.S)
+    for model, count in counts.items():
+        assert f'<tr data-model="{model}">' in page
+
+
+def test_paper_thresholds_only_on_request_and_never_fewer(client):
+    atlas = client.get("/api/overview").json()["blindspots"]
+    paper = client.get("/api/overview", params={"flags": "paper"}).json()["blindspots"]
+    for model, sides in atlas.items():
+        for direction, rows in sides.items():
+            assert all(r["significant"] for r in rows)  # the atlas's flags are significant by definition
+            assert len(paper[model][direction]) >= len(rows)
+    assert client.get("/api/overview", params={"flags": "loose"}).status_code == 422
+    assert 'href="/?flags=paper"' in client.get("/").text

@@ -60,10 +60,11 @@ def test_ranking_holds_exactly_the_flagged_live_concepts_in_delta_order(client, 
 
 
 def test_filters_select_significant_concepts_in_a_frequency_range(client, stats):
-    planted = stats[(stats.source_id == "planted") & stats.suppressed & ~stats.is_dead]
+    # under the paper's thresholds alone, where "significant only" is a filter (the atlas's flags all are)
+    planted = stats[(stats.source_id == "planted") & stats.suppressed_paper & ~stats.is_dead]
     low, high = sorted(planted.nu_real)[len(planted) // 4], sorted(planted.nu_real)[3 * len(planted) // 4]
-    data = client.get("/api/rankings", params={"model": "planted", "significant": "true", "min_freq": low,
-                                               "max_freq": high, "limit": 1000}).json()
+    data = client.get("/api/rankings", params={"model": "planted", "flags": "paper", "significant": "true",
+                                               "min_freq": low, "max_freq": high, "limit": 1000}).json()
     expected = planted[planted.significant & planted.nu_real.between(low, high)]
     assert {r["concept"] for r in data["rows"]} == set(expected.concept)
     assert data["total"] < len(planted)  # the filters removed something
@@ -79,14 +80,15 @@ def test_sort_keys(client, sort, key, descending):
 
 
 def test_pages_join_up_and_load_more_appends_the_next_rows(client):
-    everything = client.get("/api/rankings", params={"model": "planted", "limit": 1000}).json()
+    """Under the paper's thresholds alone: the lens fixture has too few flags of its own to page."""
+    everything = client.get("/api/rankings", params={"model": "planted", "flags": "paper", "limit": 1000}).json()
     assert everything["total"] > 6, "the fixture needs enough blindspots to page"
-    first = client.get("/api/rankings", params={"model": "planted", "limit": 3}).json()
-    second = client.get("/api/rankings", params={"model": "planted", "limit": 3, "offset": 3}).json()
+    first = client.get("/api/rankings", params={"model": "planted", "flags": "paper", "limit": 3}).json()
+    second = client.get("/api/rankings", params={"model": "planted", "flags": "paper", "limit": 3, "offset": 3}).json()
     assert [r["concept"] for r in first["rows"] + second["rows"]] == [r["concept"] for r in everything["rows"][:6]]
     assert [r["rank"] for r in second["rows"]] == [4, 5, 6]
 
-    page = client.get("/rankings", params={"model": "planted", "limit": 3}).text
+    page = client.get("/rankings", params={"model": "planted", "flags": "paper", "limit": 3}).text
     more = re.search(r'hx-get="([^"]+)" hx-target="closest tr" hx-swap="outerHTML"\s+hx-push-url="([^"]+)"', page)
     assert more, "a 'load more' control"
     rows_url, pushed = (m.replace("&amp;", "&") for m in more.groups())
@@ -96,10 +98,10 @@ def test_pages_join_up_and_load_more_appends_the_next_rows(client):
     # the address after "load more" reproduces every row on screen
     assert ranked_ids(client.get(pushed).text) == [r["concept"] for r in everything["rows"][:6]]
 
-    last = client.get("/rankings/rows", params={"model": "planted", "limit": 3,
+    last = client.get("/rankings/rows", params={"model": "planted", "flags": "paper", "limit": 3,
                                                 "offset": everything["total"] - 2}).text
     assert len(ranked_ids(last)) == 2 and "load more" not in last
-    beyond = client.get("/api/rankings", params={"model": "planted", "offset": 10_000}).json()
+    beyond = client.get("/api/rankings", params={"model": "planted", "flags": "paper", "offset": 10_000}).json()
     assert beyond["rows"] == [] and beyond["next_offset"] is None
 
 
@@ -167,13 +169,13 @@ FORMULAS = ['=HYPERLINK("http://evil.example/","x")', "+1+1", "-2+3", "@SUM(A1:A
 
 def test_csv_neutralises_labels_that_start_like_a_formula_and_only_the_csv(lens_atlas, tmp_path_factory):
     with app_client(lens_atlas, tmp_path_factory) as fresh:
-        rows = fresh.get("/api/rankings", params={"model": "planted", "limit": 1000}).json()["rows"]
+        rows = fresh.get("/api/rankings", params={"model": "planted", "flags": "paper", "limit": 1000}).json()["rows"]
         concepts = [r["concept"] for r in rows[:len(FORMULAS)]]
         assert len(concepts) == len(FORMULAS)
         for concept, label in zip(concepts, FORMULAS):
             fresh.app.state.explorer.labels.set(concept, label)
         fresh.app.state.explorer.labels.set(rows[len(FORMULAS)]["concept"], "a plain - label = fine")
-        params = {"model": "planted"}
+        params = {"model": "planted", "flags": "paper"}
         exported = {int(r["concept"]): r for r in csv.DictReader(io.StringIO(
             fresh.get("/api/rankings.csv", params=params).text, newline=""))}
         for concept, label in zip(concepts, FORMULAS):
@@ -235,3 +237,17 @@ def test_user_labels_reach_the_exports(client):
         assert "exported name" in table.column("label").to_pylist()
     finally:
         client.delete(f"/api/concepts/{first['concept']}/label")
+
+
+def test_the_atlas_flags_are_the_paper_thresholds_that_survive_the_test(client, stats):
+    for direction in ("suppressed", "exaggerated"):
+        gated = client.get("/api/rankings", params={"model": "planted", "direction": direction, "limit": 1000}).json()
+        paper = client.get("/api/rankings", params={"model": "planted", "direction": direction, "flags": "paper",
+                                                    "limit": 1000}).json()
+        planted = stats[(stats.source_id == "planted") & ~stats.is_dead]
+        assert {r["concept"] for r in gated["rows"]} == set(planted[planted[direction]].concept)
+        assert {r["concept"] for r in paper["rows"]} == set(planted[planted[f"{direction}_paper"]].concept)
+        assert {r["concept"] for r in gated["rows"]} <= {r["concept"] for r in paper["rows"]}
+        assert all(r["q_value"] is not None and r["q_value"] <= 0.05 for r in gated["rows"])
+        assert "flags=paper" in paper["links"]["csv"]
+    assert client.get("/api/rankings", params={"flags": "loose"}).status_code == 422

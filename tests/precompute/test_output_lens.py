@@ -9,7 +9,8 @@ import pytest
 from precompute.atlas.writer import ATLAS_DB
 from precompute.errors import ConfigError
 from precompute.pipeline import run_pipeline
-from tests.conftest import lens_config, silent_progress
+from tests.conftest import LENS_ITEMS, lens_config, silent_progress
+
 
 
 def rows(atlas, sql, params=()):
@@ -18,17 +19,21 @@ def rows(atlas, sql, params=()):
 
 
 def test_delta_in_the_atlas_is_the_papers_formula_over_the_stored_energies(lens_atlas):
-    recomputed = dict(rows(lens_atlas, """
-        WITH sums AS (SELECT i.source_id, e.concept, sum(e.energy) / 48.0 AS mean
+    temperature = float(rows(lens_atlas, "SELECT value FROM atlas_info WHERE key = 'temperature'")[0][0])
+    recomputed = dict(rows(lens_atlas, f"""
+        WITH sums AS (SELECT i.source_id, e.concept, sum(e.energy) / {LENS_ITEMS}.0 AS mean
                       FROM energies e JOIN images i USING (image_id) GROUP BY ALL)
-        SELECT g.concept, 1 / (1 + exp(-(g.mean - coalesce(r.mean, 0)) / 0.8))
+        SELECT g.concept, 1 / (1 + exp(-(g.mean - coalesce(r.mean, 0)) / ?))
         FROM sums g LEFT JOIN sums r ON r.concept = g.concept AND r.source_id = 'real'
-        WHERE g.source_id = 'planted'"""))
+        WHERE g.source_id = 'planted'""", [temperature]))
     stored = dict(rows(lens_atlas, "SELECT concept, delta FROM concept_stats WHERE source_id = 'planted'"))
     for concept, delta in recomputed.items():
         assert stored[concept] == pytest.approx(delta, rel=1e-4, abs=1e-9)
-    flags = rows(lens_atlas, "SELECT count(*) FROM concept_stats WHERE suppressed != (delta < 0.1) "
-                             "OR exaggerated != (delta > 0.9) OR ci_low > delta + 1e-9 OR ci_high < delta - 1e-9")
+    # the paper's flags are the thresholds; the atlas's need the test too, so they are never looser
+    flags = rows(lens_atlas, "SELECT count(*) FROM concept_stats WHERE suppressed_paper != (delta < 0.1) "
+                             "OR exaggerated_paper != (delta > 0.9) OR (suppressed AND NOT suppressed_paper) "
+                             "OR (exaggerated AND NOT exaggerated_paper) OR (suppressed != (suppressed_paper AND "
+                             "coalesce(q_value <= 0.05, false))) OR ci_low > delta + 1e-9 OR ci_high < delta - 1e-9")
     assert flags == [(0,)]
 
 
@@ -37,7 +42,7 @@ def test_every_analysis_table_is_filled(lens_atlas):
         "concepts", "concept_stats", "delta_histograms", "source_summary", "model_correlations", "datapoints",
         "cooccurrence_l0", "cooccurrence_spectrum", "eigenvector_alignment", "exemplars", "heatmaps", "energies")}
     assert counts["concepts"] == 48 and counts["concept_stats"] == 2 * 48
-    assert counts["delta_histograms"] == 2 * 100 and counts["datapoints"] == 2 * 48
+    assert counts["delta_histograms"] == 2 * 100 and counts["datapoints"] == 2 * LENS_ITEMS
     assert counts["model_correlations"] == 4
     assert all(n > 0 for n in counts.values()), counts
     # one UMAP layout with finite coordinates, and labels for every concept

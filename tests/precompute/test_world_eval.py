@@ -60,7 +60,8 @@ def test_planted_effects_are_found_and_a_rotated_lens_is_not_fooled(tmp_path):
     })
     run_pipeline(config, tmp_path / "atlas", progress=silent_progress, stages=STAGES)
     lens = evaluate_world(tmp_path / "atlas")
-    planted, control = lens.generators
+    scores = {g.source_id: g for g in lens.generators}
+    planted, control = scores["planted"], scores["no-effect"]
     assert lens.null_flags == 0  # real half vs real half, and the no-effect generator
     assert control.control and control.flagged == 0
     assert planted.planted == 2 and planted.recall == 1.0, planted.missed
@@ -76,7 +77,7 @@ def test_planted_effects_are_found_and_a_rotated_lens_is_not_fooled(tmp_path):
     run_pipeline(broken, tmp_path / "rotated-atlas", work=tmp_path / "atlas.work", progress=silent_progress,
                  stages=STAGES)
     rotated = evaluate_world(tmp_path / "rotated-atlas")
-    worse = rotated.generators[0]
+    worse = next(g for g in rotated.generators if g.source_id == "planted")
     assert len(rotated.undetected) > len(lens.undetected)
     assert (worse.recall or 0.0) < planted.recall
     assert (worse.spearman or 0.0) < (planted.spearman or 0.0)
