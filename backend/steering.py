@@ -181,9 +181,10 @@ class SteeringService:
             return self.parts.size
         if isinstance(self.parts.generator, DiffusersGeneratorConfig):
             return self.parts.generator.width, self.parts.generator.height
-        from precompute.generators.world_model import IMAGE_SIZE
+        from precompute.generators.registry import world_model_image_size
 
-        return IMAGE_SIZE, IMAGE_SIZE
+        side = world_model_image_size(self.parts.generator)
+        return side, side
 
     def request(self, **fields: Any) -> SteerRequest:
         """Validate raw request fields (``SteeringInputError`` naming the bad one)."""

@@ -271,8 +271,14 @@ def make_diffusers_generator(config: DiffusersGeneratorConfig, device: str):
                              setup={**loaded.record(), "notes": loaded.notes})
 
 
+def world_model_image_size(config: WorldModelGeneratorConfig) -> int:
+    """The side of the images the world model generates, from its UNet's config (no weights loaded)."""
+    unet = json.loads((preflight_world_model(config) / "unet" / "config.json").read_text())
+    return int(unet["sample_size"] * round((unet["in_channels"] // 3) ** 0.5))
+
+
 def make_world_model_generator(config: WorldModelGeneratorConfig, device: str, size: int):
-    """A ready ``PipelineGenerator`` for the world model, its 32x32 output resized (bicubic) to ``size``."""
+    """A ready ``PipelineGenerator`` for the world model, its output resized (bicubic) to ``size`` if another."""
     from precompute.generators.diffusers_generator import PipelineGenerator
 
     loaded = load_world_model(config, device)

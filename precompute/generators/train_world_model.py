@@ -98,19 +98,20 @@ class TrainConfig:
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def render_training_set(n: int, work_dir: Path, advance: Callable[[int], None] | None = None):
-    """``n`` world images (N, 32, 32, 3) uint8 and their captions, cached in ``work_dir``."""
-    images_path, captions_path = work_dir / f"images-{n}.npy", work_dir / f"captions-{n}.json"
+def render_training_set(n: int, work_dir: Path, advance: Callable[[int], None] | None = None,
+                        size: int = IMAGE_SIZE):
+    """``n`` world images (N, size, size, 3) uint8 and their captions, cached in ``work_dir``."""
+    images_path, captions_path = work_dir / f"images-{n}-{size}.npy", work_dir / f"captions-{n}.json"
     if images_path.exists() and captions_path.exists():
         return np.load(images_path), json.loads(captions_path.read_text(encoding="utf-8"))
     world = World(seed=WORLD_SEED, size=RENDER_SIZE, noise=0.02)
-    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    images = np.empty((n, size, size, 3), np.uint8)
     captions: list[str] = []
     chunk = 1000
     for start in range(0, n, chunk):
         samples = world.sample_many(start, min(chunk, n - start))
         big = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float()
-        small = F.avg_pool2d(big, RENDER_SIZE // IMAGE_SIZE)  # area downsample: anti-aliased
+        small = F.avg_pool2d(big, RENDER_SIZE // size)  # area downsample: anti-aliased (none at 64)
         images[start : start + len(samples)] = small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         captions += [s.caption for s in samples]
         if advance:
@@ -163,6 +164,38 @@ def _save_checkpoint(work_dir: Path, pipe: WorldPipeline, emas: dict, optimizer,
     write_text_atomic(work_dir / "state.json", json.dumps({"step": step, "param_groups": groups, "history": history}))
 
 
+@torch.no_grad()
+def warm_start(pipe: WorldPipeline, trained: WorldPipeline) -> None:
+    """Copy ``trained``'s weights into ``pipe`` where they fit, mapping the UNet's first and last convolution
+    across pixel-unshuffle factors, so ``pipe`` starts as ``trained`` upsampled (nearest).
+
+    A sample channel of factor f is (colour c, row i, column j) of an f x f pixel block
+    (index c f^2 + i f + j). With f = 2r for the trained model's r, the pixel at (i, j) of
+    a new block lies in sub-block (i // 2, j // 2) of the old one: the input convolution
+    averages the four new channels of an old channel (weight / 4), and the output
+    convolution writes the old channel's value to all four.
+    """
+    text = trained.text_encoder.state_dict()
+    if {k: v.shape for k, v in text.items()} != {k: v.shape for k, v in pipe.text_encoder.state_dict().items()}:
+        raise ConfigError("the trained model's text encoder has another shape; it cannot warm-start this one")
+    pipe.text_encoder.load_state_dict(text)
+    old, new = trained.unshuffle, pipe.unshuffle
+    if new % old or new // old not in (1, 2):
+        raise ConfigError(f"a model of unshuffle {old} can warm-start one of {old} or {2 * old}, not {new}")
+    ratio = new // old
+    index = torch.tensor([c * old * old + (i // ratio) * old + (j // ratio)
+                          for c in range(3) for i in range(new) for j in range(new)])
+    state = trained.unet.state_dict()
+    target = pipe.unet.state_dict()
+    state["conv_in.weight"] = state["conv_in.weight"][:, index] / ratio**2
+    state["conv_out.weight"] = state["conv_out.weight"][index]
+    state["conv_out.bias"] = state["conv_out.bias"][index]
+    mismatched = [k for k, v in state.items() if k not in target or target[k].shape != v.shape]
+    if mismatched:
+        raise ConfigError(f"the trained model's UNet does not fit this one: {mismatched[:5]}")
+    pipe.unet.load_state_dict(state)
+
+
 def export_ema_pipeline(pipe: WorldPipeline, emas: dict, out_dir: Path) -> None:
     """Save ``pipe`` with its EMA weights swapped in (the live weights are restored after)."""
     live = {name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()} for name in emas}
@@ -186,6 +219,7 @@ def train_world_model(
     model_config: WorldModelConfig | None = None,
     n_images: int = 48_000,
     deadline: float | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train a ``WorldPipeline`` for ``steps`` steps and save its EMA weights to ``out_dir``.
 
@@ -193,6 +227,8 @@ def train_world_model(
     resumable checkpoints; with ``resume`` a run continues from the last one.
     ``deadline`` (a ``time.time()`` value) stops early, after a final export.
     ``progress`` is called with the number of steps done since the last call.
+    ``init_from``: a trained world model to start from (``warm_start``), e.g. the 32 px
+    model when training a 64 px one.
     """
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                          checkpoint_every=checkpoint_every, n_images=n_images)
@@ -202,8 +238,11 @@ def train_world_model(
     model_config = model_config or WorldModelConfig()
     write_text_atomic(work / "config.json", json.dumps({"train": asdict(config), "model": model_config.to_dict()}))
 
-    images, captions = render_training_set(config.n_images, work)
+    images, captions = render_training_set(config.n_images, work, size=model_config.image_size)
     pipe = build_world_pipeline(work / "tokenizer", model_config, seed=seed)
+    if init_from is not None and not (resume and (work / "state.json").exists()):
+        warm_start(pipe, WorldPipeline.from_pretrained(init_from))
+        log.info("weights initialised from %s", init_from)
     ids = pipe.tokenize(captions)  # (N, 32), tokenised once
     empty_ids = pipe.tokenize([""])[0]
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
@@ -233,7 +272,7 @@ def train_world_model(
     while step < config.steps:
         rng = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         batch = torch.randint(len(pixels), (config.batch_size,), generator=rng)
-        clean = images_to_sample(pixels[batch].float() / 127.5 - 1.0)
+        clean = images_to_sample(pixels[batch].float() / 127.5 - 1.0, model_config.unshuffle)
         tokens = ids[batch].clone()
         dropped = torch.rand(config.batch_size, generator=rng) < config.caption_dropout
         tokens[dropped] = empty_ids
@@ -284,8 +323,9 @@ def write_sample_grid(
     generators = [torch.Generator().manual_seed(s) for _ in captions for s in seeds]
     images = pipe(prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                   generator=generators, output_type="np").images
-    tiles = (images * 255).round().astype(np.uint8).reshape(len(captions), len(seeds), IMAGE_SIZE, IMAGE_SIZE, 3)
-    grid = tiles.transpose(0, 2, 1, 3, 4).reshape(len(captions) * IMAGE_SIZE, len(seeds) * IMAGE_SIZE, 3)
+    side = pipe.image_size
+    tiles = (images * 255).round().astype(np.uint8).reshape(len(captions), len(seeds), side, side, 3)
+    grid = tiles.transpose(0, 2, 1, 3, 4).reshape(len(captions) * side, len(seeds) * side, 3)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(out)
@@ -305,13 +345,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes")
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--grid", default=None, help="write a sample grid PNG here at the end")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="pixels generated (32 or 64)")
+    parser.add_argument("--unshuffle", type=int, default=2, help="pixel-unshuffle factor (4 at 64 px)")
+    parser.add_argument("--channels", default="32,64,64", help="UNet block_out_channels, comma-separated")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init-from", default=None, help="a trained world model to start from (warm start)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     deadline = time.time() + 60 * args.minutes if args.minutes else None
+    model_config = WorldModelConfig(block_out_channels=tuple(int(c) for c in args.channels.split(",")),
+                                    image_size=args.image_size, unshuffle=args.unshuffle)
     out = train_world_model(
         args.out, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=not args.no_resume,
         checkpoint_every=args.checkpoint_every, work_dir=args.work_dir, n_images=args.n_images, deadline=deadline,
+        model_config=model_config, init_from=args.init_from,
     )
     if args.grid:
         pipe = WorldPipeline.from_pretrained(out)

@@ -11,10 +11,12 @@ everything downstream (activation capture, steering hooks) runs unchanged on
 real models.
 
 Instead of a VAE latent, the UNet works in pixel space made smaller by a lossless
-2x2 pixel-unshuffle: a 32x32x3 image in [-1, 1] is a 16x16x12 UNet sample. The
-model generates at 32x32 (``IMAGE_SIZE``); the world's real images are 64x64, so
-callers upsample (bicubic) to the world size. Fine detail lost that way (thin
-stripes, small dots, text lines) is a realistic blindspot source of its own.
+f x f pixel-unshuffle (``WorldModelConfig.unshuffle``): with f = 2 a 32x32x3 image in
+[-1, 1] is a 16x16x12 UNet sample, with f = 4 a 64x64x3 image is a 16x16x48 one (the
+same UNet cost, four times the pixels). The pipeline reads f and the image size back
+from its UNet's config. A model that generates below the world's 64x64 is upsampled
+(bicubic) by its callers; fine detail lost that way (thin stripes, small dots, text
+lines) is a realistic blindspot source of its own.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from precompute.errors import ConfigError
 from precompute.generators.world_tokenizer import MAX_LENGTH, build_world_tokenizer
 
-IMAGE_SIZE = 32  # pixels the model generates; callers resize to the world size
-UNSHUFFLE = 2  # 2x2 pixel-unshuffle: (3, 32, 32) image <-> (12, 16, 16) UNet sample
+IMAGE_SIZE = 32  # pixels the original world model generates (WorldModelConfig's default); callers resize
+UNSHUFFLE = 2  # its 2x2 pixel-unshuffle: (3, 32, 32) image <-> (12, 16, 16) UNet sample
 SAMPLE_CHANNELS = 3 * UNSHUFFLE**2
 SAMPLE_SIZE = IMAGE_SIZE // UNSHUFFLE
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -56,15 +58,27 @@ class WorldModelConfig:
     text_layers: int = 2
     text_heads: int = 4
     norm_num_groups: int = 32
+    image_size: int = IMAGE_SIZE  # pixels generated
+    unshuffle: int = UNSHUFFLE  # pixel-unshuffle factor: the UNet's sample is (3 f^2, size / f, size / f)
+
+    @property
+    def sample_size(self) -> int:
+        return self.image_size // self.unshuffle
+
+    @property
+    def sample_channels(self) -> int:
+        return 3 * self.unshuffle**2
 
     def __post_init__(self) -> None:
+        if self.image_size % self.unshuffle:
+            raise ConfigError(f"image_size {self.image_size} must be a multiple of unshuffle {self.unshuffle}")
         channels = self.block_out_channels
         if not channels or any(not isinstance(c, int) or c % self.norm_num_groups for c in channels):
             raise ConfigError(
                 f"block_out_channels must be ints divisible by norm_num_groups={self.norm_num_groups}, got {channels!r}"
             )
-        if SAMPLE_SIZE % 2 ** (len(channels) - 1):
-            raise ConfigError(f"{len(channels)} UNet levels cannot halve a {SAMPLE_SIZE}x{SAMPLE_SIZE} sample")
+        if self.sample_size % 2 ** (len(channels) - 1):
+            raise ConfigError(f"{len(channels)} UNet levels cannot halve a {self.sample_size}x{self.sample_size} sample")
         if not 1 <= self.attention_levels <= len(channels):
             raise ConfigError(f"attention_levels must be in [1, {len(channels)}], got {self.attention_levels!r}")
         if self.text_hidden % self.text_heads:
@@ -90,9 +104,9 @@ def make_unet(config: WorldModelConfig) -> UNet2DConditionModel:
     down = ("DownBlock2D",) * (levels - attended) + ("CrossAttnDownBlock2D",) * attended
     up = ("CrossAttnUpBlock2D",) * attended + ("UpBlock2D",) * (levels - attended)
     return UNet2DConditionModel(
-        sample_size=SAMPLE_SIZE,
-        in_channels=SAMPLE_CHANNELS,
-        out_channels=SAMPLE_CHANNELS,
+        sample_size=config.sample_size,
+        in_channels=config.sample_channels,
+        out_channels=config.sample_channels,
         down_block_types=down,
         up_block_types=up,
         block_out_channels=config.block_out_channels,
@@ -145,14 +159,14 @@ def build_world_pipeline(
     )
 
 
-def images_to_sample(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 32, 32) images in [-1, 1] -> (B, 12, 16, 16) UNet samples (lossless 2x2 unshuffle)."""
-    return F.pixel_unshuffle(images, UNSHUFFLE)
+def images_to_sample(images: torch.Tensor, factor: int = UNSHUFFLE) -> torch.Tensor:
+    """(B, 3, S, S) images in [-1, 1] -> (B, 3 f^2, S / f, S / f) UNet samples (lossless f x f unshuffle)."""
+    return F.pixel_unshuffle(images, factor)
 
 
-def sample_to_images(sample: torch.Tensor) -> torch.Tensor:
-    """(B, 12, 16, 16) UNet samples -> (B, 3, 32, 32) images; inverse of ``images_to_sample``."""
-    return F.pixel_shuffle(sample, UNSHUFFLE)
+def sample_to_images(sample: torch.Tensor, factor: int = UNSHUFFLE) -> torch.Tensor:
+    """(B, 3 f^2, s, s) UNet samples -> (B, 3, s f, s f) images; inverse of ``images_to_sample``."""
+    return F.pixel_shuffle(sample, factor)
 
 
 class WorldPipeline(DiffusionPipeline):
@@ -188,9 +202,20 @@ class WorldPipeline(DiffusionPipeline):
         ids = self.tokenize(prompts).to(self.text_encoder.device)
         return self.text_encoder(ids).last_hidden_state.to(self.unet.dtype)
 
+    @property
+    def unshuffle(self) -> int:
+        """The pixel-unshuffle factor f, read from the UNet: its sample has 3 f^2 channels."""
+        return round((self.unet.config.in_channels // 3) ** 0.5)
+
+    @property
+    def image_size(self) -> int:
+        """The side of the images this model generates (the UNet's sample side times f)."""
+        return self.unet.config.sample_size * self.unshuffle
+
     def prepare_latents(self, batch: int, generator, device, dtype) -> torch.Tensor:
-        """Initial noise (B, 12, 16, 16); with a list of generators each image draws from its own."""
-        shape = (batch, SAMPLE_CHANNELS, SAMPLE_SIZE, SAMPLE_SIZE)
+        """Initial noise (B, 3 f^2, s, s); with a list of generators each image draws from its own."""
+        config = self.unet.config
+        shape = (batch, config.in_channels, config.sample_size, config.sample_size)
         return randn_tensor(shape, generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
     @torch.no_grad()
@@ -204,12 +229,12 @@ class WorldPipeline(DiffusionPipeline):
         negative_prompt: str | list[str] | None = None,
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Generate one 32x32 image per prompt.
+        """Generate one ``image_size`` x ``image_size`` image per prompt.
 
         Pass one ``torch.Generator`` per prompt (a list) to make each image depend on
         its own seed only, whatever else is in the batch. ``output_type``: ``"pil"``
-        (list of PIL images), ``"np"`` (B, 32, 32, 3) float in [0, 1], ``"pt"``
-        (B, 3, 32, 32) float in [0, 1]. ``negative_prompt`` replaces the empty
+        (list of PIL images), ``"np"`` (B, S, S, 3) float in [0, 1], ``"pt"``
+        (B, 3, S, S) float in [0, 1]. ``negative_prompt`` replaces the empty
         caption as the unconditional half.
         """
         # 0. Check inputs
@@ -253,7 +278,7 @@ class WorldPipeline(DiffusionPipeline):
             sample = self.scheduler.step(prediction, t, sample).prev_sample
 
         # 5. Unshuffle back to pixels
-        images = sample_to_images(sample).clamp(-1.0, 1.0).float()
+        images = sample_to_images(sample, self.unshuffle).clamp(-1.0, 1.0).float()
 
         # 6. Postprocess
         images = self.image_processor.postprocess(images, output_type=output_type)

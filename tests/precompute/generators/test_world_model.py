@@ -193,3 +193,30 @@ def test_training_checkpoints_resumes_and_exports(tmp_path):
     assert schedule.learning_rate(999) < 0.1 * schedule.lr
     with pytest.raises(ConfigError):
         TrainConfig(steps=0)
+
+
+def test_a_64_pixel_model_warm_started_from_a_32_pixel_one_predicts_its_upsampled_denoising(tmp_path):
+    """warm_start maps the first and last convolution across unshuffle factors: on a nearest-upsampled input the
+    new model's prediction is the old one's, upsampled."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from precompute.generators.train_world_model import warm_start
+    from precompute.generators.world_model import WorldModelConfig, build_world_pipeline
+
+    small = WorldModelConfig.tiny()
+    old = build_world_pipeline(tmp_path / "a", small, seed=1)
+    new = build_world_pipeline(tmp_path / "b", dataclasses.replace(small, image_size=64, unshuffle=4), seed=2)
+    assert (old.image_size, new.image_size, new.unshuffle) == (32, 64, 4)
+    warm_start(new, old)
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    hidden = old.encode_prompt(["a red circle", "two blue squares"])
+    t = torch.tensor([700, 100])
+    with torch.no_grad():
+        before = sample_to_images(old.unet(images_to_sample(image, 2), t, encoder_hidden_states=hidden).sample, 2)
+        after = sample_to_images(new.unet(images_to_sample(F.interpolate(image, scale_factor=2), 4), t,
+                                          encoder_hidden_states=hidden).sample, 4)
+    torch.testing.assert_close(after, F.interpolate(before, scale_factor=2), atol=1e-5, rtol=1e-4)
+    images = new(["a red circle"], num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 64, 64, 3)
