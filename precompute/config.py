@@ -232,7 +232,7 @@ class AnalysisConfig(_Table):
 
     ``temperature``: the paper's T (0.8, set for DINOv2 energies), another positive
     number for another energy scale, or ``"auto"`` (``precompute.analysis.calibration``:
-    T from the real-half vs real-half null control). ``fdr``: a concept is flagged only
+    T = Q10 of the live concepts' mean real energy over ln 9). ``fdr``: a concept is flagged only
     when delta crosses a threshold and its paired test's Benjamini-Hochberg q-value is
     at most this.
     """

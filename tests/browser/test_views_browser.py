@@ -147,8 +147,14 @@ def test_a_click_on_a_compact_delta_scatter_opens_the_nearest_card(page, live_se
     assert chart.count() == 1 and page.locator("#delta-scatter svg a").count() == 0
     chart.scroll_into_view_if_needed()
     data = page.evaluate("() => fetch('/api/compare?a=planted&b=same').then(r => r.json())")
-    concept = data["scatter"]["concept"][len(data["scatter"]["concept"]) // 2]
-    x, y = (data["scatter"][k][data["scatter"]["concept"].index(concept)] for k in ("a", "b"))
+    # the point farthest from its nearest neighbour, so that a click's pixel rounding cannot land nearer another
+    points = list(zip(data["scatter"]["a"], data["scatter"]["b"]))
+    span = [max(v) - min(v) or 1.0 for v in zip(*points)]
+
+    def clearance(p):
+        return min(((p[0] - q[0]) / span[0]) ** 2 + ((p[1] - q[1]) / span[1]) ** 2 for q in points if q != p)
+
+    x, y = max(points, key=clearance)
     where = page.evaluate("""([x, y]) => {
         const chart = document.querySelector('#delta-scatter svg');
         const [x0, x1, y0, y1] = chart.dataset.pickFrame.split(' ').map(Number);
