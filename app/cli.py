@@ -212,8 +212,9 @@ def world_train_encoder(out: Path, steps: int, batch_size: int, lr: float, n_ima
 
 
 @world.command("train-lens")
-@click.option("--encoder-out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for the world encoder with its factor read-out (config.json + model.safetensors).")
+@click.option("--encoder-out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the world encoder with its factor read-out (config.json + model.safetensors); "
+                   "without it, the SAE is trained on the tokens of the encoder given by --trunk as they are.")
 @click.option("--sae-out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for the output-lens SAE trained on the new encoder's tokens.")
 @click.option("--trunk", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -226,9 +227,11 @@ def world_train_encoder(out: Path, steps: int, batch_size: int, lr: float, n_ima
 @click.option("--k", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--sae-images", type=click.IntRange(100), default=6000, show_default=True)
 @click.option("--epochs", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True)
-def world_train_lens(encoder_out: Path, sae_out: Path, trunk: Path | None, readout_steps: int, readout_images: int,
-                     variant: str, concepts: int, k: int, sae_images: int, epochs: float) -> None:
-    """Train the embedded world's output lens: the encoder's factor read-out, then the SAE on its tokens.
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-4, show_default=True)
+def world_train_lens(encoder_out: Path | None, sae_out: Path, trunk: Path | None, readout_steps: int,
+                     readout_images: int, variant: str, concepts: int, k: int, sae_images: int, epochs: float,
+                     lr: float) -> None:
+    """Train the embedded world's output lens: the encoder's factor read-out (with --encoder-out), then the SAE.
 
     Both report held-out detectability (per world concept, the AUROC of the best
     concept's energy) in training.json files beside the weights.
@@ -236,14 +239,17 @@ def world_train_lens(encoder_out: Path, sae_out: Path, trunk: Path | None, reado
     from precompute.encoders.train_world_lens import train_factor_readout, train_world_sae
     from precompute.encoders.world_encoder import SHIPPED_WEIGHTS
 
-    with progress_bar(readout_steps, "train factor read-out", "step") as advance:
-        readout = train_factor_readout(encoder_out, trunk or SHIPPED_WEIGHTS, n_images=readout_images,
-                                       steps=readout_steps, progress=lambda event: advance(100))
-    oracle = readout["held_out"]["oracle"]
-    console.print(f"[green]done:[/] read-out -> {escape(str(encoder_out))}; held-out oracle AUROC min "
-                  f"{oracle['min_auroc']:.3f}, undetected {', '.join(oracle['undetected']) or 'none'}")
+    encoder = trunk or SHIPPED_WEIGHTS
+    if encoder_out is not None:
+        with progress_bar(readout_steps, "train factor read-out", "step") as advance:
+            readout = train_factor_readout(encoder_out, encoder, n_images=readout_images,
+                                           steps=readout_steps, progress=lambda event: advance(100))
+        oracle = readout["held_out"]["oracle"]
+        console.print(f"[green]done:[/] read-out -> {escape(str(encoder_out))}; held-out oracle AUROC min "
+                      f"{oracle['min_auroc']:.3f}, undetected {', '.join(oracle['undetected']) or 'none'}")
+        encoder = encoder_out
     with progress_bar(None, f"train {variant} SAE ({concepts} concepts)", "step") as advance:
-        document = train_world_sae(sae_out, encoder_out, variant=variant, n_concepts=concepts, k=k,
+        document = train_world_sae(sae_out, encoder, variant=variant, n_concepts=concepts, k=k, lr=lr,
                                    n_images=sae_images, epochs=epochs, progress=lambda event: advance(50))
     held = document["held_out"]
     console.print(f"[green]done:[/] SAE -> {escape(str(sae_out))}; held-out detectability min {held['min_auroc']:.3f}, "

@@ -158,6 +158,8 @@ def read_capture(store: ShardStore, point: str, step: int) -> dict[str, Any]:
             raise ConfigError(f"{store.folder.name}: no capture of {point!r} at step {step} in shard {shard}")
         tensors = load_file(store.folder / entry["file"])
         ids = store.read_shard(shard, "images", IMAGES).column("item_id").to_pylist()
+        if not ids:  # a shard past a generator's n_items draws nothing (its tensors have no channel axis)
+            continue
         positions.append(tensors["positions"])
         pooled.append(tensors["pooled"])
         image_items.extend(ids)

@@ -68,6 +68,21 @@ def test_capture_writes_position_and_pooled_activations_per_shard(tiny_sd, tmp_p
         read_capture(store, "unet.mid_block", 0)
 
 
+def test_captures_of_a_generator_that_draws_only_its_first_items(tiny_sd, tmp_path):
+    """A generator with n_items draws nothing in the shards past them; its captures read as the items it drew."""
+    base = sd_world_config(tiny_sd, n_items=7, capture=["unet.mid_block"], capture_budget=4)
+    document = base.model_dump(mode="json", exclude_none=True)
+    document["generators"][0]["n_items"] = 2
+    config = parse_config(document)
+    run_pipeline(config, tmp_path / "atlas", work=tmp_path / "work", progress=silent_progress,
+                 stages=["sample", "generate"], shard_size=3)
+    store = generator_store(StageContext(config, tmp_path / "work", silent_progress, 3), config.generators[0])
+    captured = read_capture(store, "unet.mid_block", 1)
+    assert captured["pooled"].shape == (2, 16) and captured["positions"].shape == (8, 16)
+    assert captured["image_items"] == store.read("images", IMAGES).column("item_id").to_pylist()
+    assert len(captured["image_items"]) == 2
+
+
 def test_an_unusable_model_fails_before_any_image(tmp_path):
     (tmp_path / "not-a-model").mkdir()
     config = parse_config({
