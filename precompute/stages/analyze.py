@@ -321,11 +321,19 @@ def world_detection(names: list[str], auc: np.ndarray, keep: int = WORLD_DETECTO
 
 
 def umap_layout(atoms: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A 2-D UMAP of the dictionary atoms (cosine metric), one layout shared by all models."""
-    import umap
+    """A 2-D UMAP of the dictionary atoms (cosine metric), one layout shared by all models.
 
+    Small dictionaries (fewer than ``SMALL_UMAP`` atoms) take the numpy UMAP of
+    ``precompute.analysis.umap_small``, which needs no JIT compilation; larger ones umap-learn.
+    """
     if atoms.shape[0] < 4:
         return np.zeros((atoms.shape[0], 2), dtype=np.float32)
+    from precompute.analysis.umap_small import SMALL_UMAP, small_umap
+
+    if atoms.shape[0] < SMALL_UMAP:
+        return small_umap(atoms, n_neighbors=15, min_dist=0.1, seed=seed)
+    import umap
+
     reducer = umap.UMAP(n_neighbors=min(15, atoms.shape[0] - 1), min_dist=0.1, metric="cosine",
                         random_state=seed, n_jobs=1)
     return reducer.fit_transform(atoms).astype(np.float32)
