@@ -55,6 +55,13 @@ def test_card_statistics_are_the_atlas_rows_for_the_selected_model(client, lens_
     assert edges[0] == 0 and math.isclose(edges[-1], top, rel_tol=1e-6)
 
 
+def test_a_world_atlas_card_shows_the_world_concept_it_detects_and_that_auroc(client, lens_atlas):
+    concept, world, auroc = query(lens_atlas, """SELECT concept, world_concept, world_auroc FROM concepts
+                                                 WHERE world_concept IS NOT NULL ORDER BY world_auroc DESC LIMIT 1""")[0]
+    html = client.get(f"/concepts/{concept}", params={"model": "planted"}).text
+    assert f"world: {world} · AUROC {auroc:.2f}" in html
+
+
 def test_the_papers_2x2_pairs_each_sides_best_image_with_its_counterpart(client, lens_atlas, live):
     quad = client.get(f"/api/concepts/{live}", params={"model": "planted"}).json()["quad"]
     best = dict(query(lens_atlas, "SELECT source_id, item_id FROM exemplars WHERE concept = ? AND rank = 0", [live]))
