@@ -265,7 +265,10 @@ class WorldEncoder(nn.Module):
         if not weights.is_file():
             raise ConfigError(f"world encoder folder {path} has no {WEIGHTS_FILE}")
         model = cls(config)
-        state = load_file(str(weights))
+        try:
+            state = load_file(str(weights))
+        except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+            raise ConfigError(f"cannot read the world encoder weights {weights}: {err}") from err
         expected = set(model.state_dict())
         if set(state) != expected:
             raise ConfigError(

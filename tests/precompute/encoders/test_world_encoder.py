@@ -78,7 +78,11 @@ def test_save_and_load_round_trip_and_refusals(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixels), model(pixels))
     assert load_energy_model(tmp_path / "enc").n_tokens == 65
-    (tmp_path / "enc" / "model.safetensors").unlink()
+    weights = tmp_path / "enc" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as an interrupted copy leaves it
+    with pytest.raises(ConfigError, match=r"cannot read the world encoder weights .*model\.safetensors"):
+        WorldEncoder.from_pretrained(tmp_path / "enc")
+    weights.unlink()
     with pytest.raises(ConfigError, match="no model.safetensors"):
         WorldEncoder.from_pretrained(tmp_path / "enc")
     config = json.loads((tmp_path / "enc" / "config.json").read_text())
@@ -147,3 +151,18 @@ def test_patch_tokens_carry_local_concepts(world_model):
         covered = (cover[:, slot] > 0).reshape(-1, 1)
         located = auroc(logits["extras"][..., extras.index(extra)].reshape(-1, 1), covered)
         assert located.item() > 0.9, extra
+
+
+def test_an_sae_of_another_encoder_is_refused_before_anything_is_encoded(tmp_path):
+    from precompute.config import parse_config
+    from precompute.pipeline import run_pipeline
+    from precompute.sae import build_sae
+    from tests.conftest import silent_progress
+
+    build_sae("topk", input_dim=768, n_concepts=16, k=2).save_pretrained(tmp_path / "dinov2-sae")
+    config = parse_config({"run": {"n_items": 4}, "source": {"kind": "world", "size": 32},
+                           "generators": [{"name": "planted", "kind": "planted"}],
+                           "encode": {"energy_model": "world", "sae": str(tmp_path / "dinov2-sae")}})
+    with pytest.raises(ConfigError, match=r"dinov2-sae takes tokens of dimension 768.*128"):
+        run_pipeline(config, tmp_path / "atlas", work=tmp_path / "work", progress=silent_progress)
+    assert not (tmp_path / "work" / "encode").exists() or not any((tmp_path / "work" / "encode").rglob("*.parquet"))
