@@ -54,7 +54,9 @@ def _planted(generator: PlantedGeneratorConfig, ctx: StageContext) -> GeneratorF
 
     size = generator.size or _source_size(ctx)
     effects = [PlantedEffect(e.effect, e.concept, e.rate, e.replace_with) for e in generator.effects]
-    model = PlantedGenerator(effects=effects, seed=generator.seed, size=size)
+    source = ctx.config.source
+    noise = source.noise if isinstance(source, WorldSourceConfig) else 0.0  # the captions it has learned to read
+    model = PlantedGenerator(effects=effects, seed=generator.seed, size=size, caption_noise=noise)
 
     def generate(captions: list[str], item_ids: list[str]) -> list[Generated]:
         out = []

@@ -1,8 +1,11 @@
 """A text-to-image "model" with blindspots we planted, so the detector's answer is known.
 
 ``PlantedGenerator`` behaves like a real T2I model in the one way that matters: it
-sees only the caption. It parses what the caption states, fills everything else
-from its own prior, then applies its planted effects:
+sees only the caption. It parses what the caption states and draws the scene a
+perfectly trained model would draw for it: everything else from the data's posterior
+given the caption (``caption_posterior``), then applies its planted effects. So a
+generator without effects draws exactly the data's distribution (the null control of
+an atlas), and every difference a planted one shows comes from its effects:
 
 - ``suppress X`` at rate r: when X is in the scene (stated or not), with
   probability r it is replaced by ``replace_with`` or, without one, by a draw from
@@ -25,9 +28,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from precompute.errors import ConfigError
-from precompute.world.captions import parse_caption
+from precompute.world.captions import MENTION, parse_caption
 from precompute.world.concepts import (
+    EXTRAS,
     EXTRAS_FAMILY,
+    FAMILY_MEMBERS,
     Prior,
     Scene,
     concept,
@@ -121,6 +126,50 @@ class PlantedEffect:
         return cls(**raw)  # type: ignore[arg-type]
 
 
+UNSAID = 50.0  # the energy of a value a silent caption rules out (probability e^-50)
+
+
+def silent_prior(prior: Prior) -> Prior:
+    """What the data holds where a caption is silent, under ``prior`` and the caption grammar.
+
+    ``precompute.world.captions`` mentions a present extra with probability m, so an
+    extra the caption does not mention is present with p (1 - m) / (1 - p m), not p; and
+    it always states a single object, so an unstated count is never one. (Categorical
+    families are mentioned at a rate that does not depend on their value: silence about
+    them says nothing, and their prior stands.)
+    """
+    energies = {}
+    for name in EXTRAS:
+        p, m = prior.extra_probability(name), MENTION[name]
+        silent = p * (1 - m) / (1 - p * m)
+        energies[name] = math.log((1 - silent) / silent)
+    energies["count_one"] = UNSAID
+    return prior.override(energies)
+
+
+def caption_posterior(stated: Mapping[str, object], prior: Prior, noise: float,
+                      rng: np.random.Generator) -> dict[str, object]:
+    """The caption's stated values, each replaced by a draw of the true value given the statement.
+
+    A caption swaps a mentioned value for a uniformly drawn wrong one of its family at
+    rate ``noise``; so the true value behind a statement s is v with probability
+    proportional to P(v) P(v said) (1 - noise if v = s else noise / (n - 1)). Extras are
+    never swapped and stay as stated.
+    """
+    if noise <= 0:
+        return dict(stated)
+    out = dict(stated)
+    for family, said in stated.items():
+        if family == EXTRAS_FAMILY or said is None:
+            continue
+        members = FAMILY_MEMBERS[family]
+        mention = np.array([1.0 if family == "count" and m == "count_one" else MENTION[family] for m in members])
+        likelihood = np.where(np.array(members) == said, 1.0 - noise, noise / (len(members) - 1))
+        weights = prior.family_probabilities(family) * mention * likelihood
+        out[family] = members[int(rng.choice(len(members), p=weights / weights.sum()))]
+    return out
+
+
 def item_rng(seed: int, item_id: str) -> np.random.SeedSequence:
     """A seed sequence from ``(seed, item_id)`` via blake2b: stable across processes and runs."""
     digest = hashlib.blake2b(f"{seed}\x1f{item_id}".encode(), digest_size=16).digest()
@@ -136,6 +185,7 @@ class PlantedGenerator:
         seed: int = 0,
         size: int = 64,
         prior: Prior | None = None,
+        caption_noise: float = 0.0,
     ):
         self.effects: tuple[PlantedEffect, ...] = tuple(
             e if isinstance(e, PlantedEffect) else PlantedEffect.from_dict(e) for e in effects
@@ -145,6 +195,10 @@ class PlantedGenerator:
         if prior is not None and not isinstance(prior, Prior):
             raise ConfigError(f"prior must be a world Prior, got {type(prior).__name__}")
         self.prior = prior or Prior.default()
+        if isinstance(caption_noise, bool) or not isinstance(caption_noise, (int, float)) or not 0 <= caption_noise < 1:
+            raise ConfigError(f"caption_noise must be a number in [0, 1), got {caption_noise!r}")
+        self.caption_noise = float(caption_noise)  # the world's caption noise, which the generator has learned
+        self.silent = silent_prior(self.prior)
 
     def scene_for(self, caption: str, item_id: str) -> Scene:
         """The scene this generator draws for ``caption`` (no pixels; cheap)."""
@@ -153,11 +207,12 @@ class PlantedGenerator:
     def _streams(self, item_id: str) -> list[np.random.Generator]:
         if not isinstance(item_id, str) or not item_id:
             raise ConfigError(f"item_id must be a non-empty string, got {item_id!r}")
-        return [np.random.default_rng(s) for s in item_rng(self.seed, item_id).spawn(3)]
+        return [np.random.default_rng(s) for s in item_rng(self.seed, item_id).spawn(4)]
 
     def _scene(self, caption: str, streams: Sequence[np.random.Generator]) -> Scene:
         stated = parse_caption(caption)
-        scene = sample_scene(streams[0], self.prior, fixed=stated)
+        scene = sample_scene(streams[0], self.silent,
+                             fixed=caption_posterior(stated, self.prior, self.caption_noise, streams[3]))
         for effect in self.effects:
             scene = effect.apply(scene, stated, streams[1], self.prior)
         return scene
@@ -182,6 +237,7 @@ class PlantedGenerator:
             "seed": self.seed,
             "size": self.size,
             "effects": [e.to_dict() for e in self.effects],
+            "caption_noise": self.caption_noise,
             "prior": self.prior.to_dict(),
         }
 
