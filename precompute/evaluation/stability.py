@@ -28,7 +28,9 @@ def evaluate_stability(config: RunConfig, out: Path, seed: int, *, work: Path | 
     touched). Returns, per generator, ``delta_stability``.
     """
     if config.encode.sae is not None:
-        raise ConfigError("stability compares SAEs this run trains; the config names a fixed SAE (encode.sae)")
+        raise ConfigError("stability compares SAEs this run trains; the config names a fixed SAE (encode.sae): "
+                          "remove encode.sae to measure the stability of its recipe (encode.sae_variant, "
+                          "n_concepts, k, the train settings) trained twice on the atlas's real tokens")
     if seed == config.encode.sae_seed:
         raise ConfigError(f"the second seed must differ from encode.sae_seed ({seed})")
     other = config.model_copy(update={"encode": config.encode.model_copy(update={"sae_seed": seed})})
