@@ -124,6 +124,10 @@ def test_randomised_worlds_report_consistent_statistics_and_no_null_flags(tmp_pa
             assert 0 <= g["found"] <= g["planted"] <= 2 and 0 <= g["false_alarms"] <= g["flagged"]
             assert g["planted"] + len(g["ineffective"]) == (0 if g["control"] else 2)
             assert g["recall"] is None or g["recall"] == pytest.approx(g["found"] / g["planted"])
-    recall = summary["metrics"]["recall"]
-    if recall["n"]:
-        assert recall["min"] <= recall["mean"] <= recall["max"]
+    recall, spearman = summary["metrics"]["recall"], summary["metrics"]["spearman"]
+    assert recall["n"] >= 3 and recall["min"] <= recall["mean"] <= recall["max"]
+    # the world lens's targets on worlds nobody tuned for, at this reduced size (README, "Measured on the demo
+    # world": 2,000 pairs x 3 seeds x 3 plants); false alarms are reported there, not asserted: not yet met
+    assert recall["mean"] >= 0.9 and spearman["mean"] >= 0.7
+    # detectability on the worlds' real images: the lens sees all but its known few world defaults
+    assert set(summary["undetected"]) <= {"solid", "count_one", "plain_white", "checkered", "hexagon"}
