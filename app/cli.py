@@ -511,12 +511,15 @@ def eval_stability(config_path: Path, out: Path, seed: int, work: Path | None, m
     from precompute.config import load_config
     from precompute.evaluation import evaluate_stability
 
-    results = evaluate_stability(load_config(config_path), out, seed, work=work, min_cosine=min_cosine, say=_say)
+    from precompute.evaluation.world import json_safe
+
+    results = json_safe(evaluate_stability(load_config(config_path), out, seed, work=work, min_cosine=min_cosine,
+                                           say=_say))
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json.dumps(results, indent=2, allow_nan=False))
         return
     for source_id, r in results.items():
-        console.print(f"{source_id}: Spearman {r['spearman']:.3f} over {r['matched']}/{r['concepts']} matched "
+        console.print(f"{source_id}: Spearman {_number(r['spearman'])} over {r['matched']}/{r['concepts']} matched "
                       f"concepts (mean best cosine {r['mean_best_cosine']:.3f})")
 
 
