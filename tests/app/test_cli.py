@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -16,9 +17,25 @@ from PIL import Image
 from app.cli import cli, demo_config_path
 from tests.backend.test_atlas_verify import DAMAGES
 
-COMMANDS = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"], ["sae"],
-            ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"], ["eval", "stability"],
-            ["world", "train-encoder"], ["world", "train-generator"], ["world", "train-lens"], ["eval", "steer"]]
+# The commands the README documents; the tree the CLI really has must be exactly these.
+DOCUMENTED = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"], ["sae"],
+              ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"], ["eval", "stability"],
+              ["world", "train-encoder"], ["world", "train-generator"], ["world", "train-lens"], ["eval", "steer"]]
+
+
+def command_tree(group: click.Group, path: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and group under ``group``, as the argument lists that name them."""
+    found = [list(path)]
+    for name, command in group.commands.items():
+        found += command_tree(command, (*path, name)) if isinstance(command, click.Group) else [[*path, name]]
+    return found
+
+
+COMMANDS = command_tree(cli)
+
+
+def test_the_command_tree_is_the_documented_one():
+    assert sorted(COMMANDS) == sorted(DOCUMENTED)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "blindspot")
