@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from precompute.atlas.schema import ROW_COUNTS, SCHEMA_VERSION, TABLES
-from precompute.atlas.writer import ATLAS_DB, PREVIOUS, leftovers
+from precompute.atlas.writer import ATLAS_DB, PREVIOUS, leftovers, open_read_only
 from precompute.errors import AtlasError
 
 FILE_HEADER = 3 * 4096  # DuckDB's main header and its two database headers precede the blocks
@@ -64,7 +64,7 @@ class Atlas:
             raise AtlasError(f"{self.root} is not an atlas: {ATLAS_DB} not found "
                              "(build one with `blindspot precompute`)")
         try:
-            self._db = duckdb.connect(str(path), read_only=True)
+            self._db = open_read_only(self.root)
         except duckdb.Error as exc:
             raise DamagedAtlas(f"cannot open {path} ({_first_line(exc)}): {rebuild_hint(self.root)}") from None
         self._lock = threading.Lock()
@@ -147,6 +147,14 @@ class Atlas:
         if self._info is None:
             self._info = {r["key"]: r["value"] for r in self.rows("SELECT key, value FROM atlas_info")}
         return dict(self._info)
+
+    def stages(self) -> set[str]:
+        """The pipeline stages the build ran (``atlas_info.stages``)."""
+        return set(json.loads(self.info().get("stages", "[]")))
+
+    def analysed(self) -> bool:
+        """Whether the build ran the analyze stage: the one test of every view that shows blindspot statistics."""
+        return "analyze" in self.stages()
 
     def sources(self) -> list[dict[str, Any]]:
         rows = self.rows("SELECT source_id, kind, label, config, n_images FROM sources "

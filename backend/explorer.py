@@ -70,8 +70,8 @@ class Explorer:
         self._layout_order: tuple[bytes, bytes] | None = None
         self._lock = threading.Lock()
         self.tables = {r["table_name"] for r in atlas.rows("SELECT table_name FROM duckdb_tables()")}
-        self.analysed = {"concepts", "concept_stats"} <= self.tables and bool(
-            atlas.rows("SELECT 1 FROM concepts LIMIT 1"))
+        # analysed, and with concepts to show (a lens of no live concept leaves nothing to draw)
+        self.analysed = atlas.analysed() and bool(atlas.rows("SELECT 1 FROM concepts LIMIT 1"))
         self.n_concepts = atlas.rows("SELECT count(*) AS n FROM concepts")[0]["n"] if self.analysed else 0
         self._models = generators(atlas)  # the atlas never changes under a running server
         self.analysis = analysis_settings(atlas)  # temperature and blindspot thresholds of the build

@@ -30,7 +30,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -45,6 +44,8 @@ from backend.atlas import Atlas, NotFound
 from backend.steering_inputs import SteeringInputError, SteeringLimits, SteerRequest, cache_key, validate_request
 from precompute.config import DiffusersGeneratorConfig, WorldModelGeneratorConfig
 from precompute.errors import ConfigError
+from precompute.fileio import write_text_atomic
+from precompute.images import save_png
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,6 @@ def sae_width(folder: Path, what: str) -> int:
         return int(json.loads(path.read_text())["n_concepts"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"no usable {what} SAE at {folder}: {type(exc).__name__}: {exc}") from None
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    write(temp)
-    os.replace(temp, path)
 
 
 def _sparse(energy: torch.Tensor) -> dict[str, list]:
@@ -428,13 +423,13 @@ class SteeringService:
             image = self._generate(pipeline, request)
         generated = time.perf_counter() - started
         png = self.cache / f"{key}.png"
-        _write_atomic(png, lambda path: image.save(path, format="PNG"))
+        save_png(image, png)
         energy = models["lens"].energies([png])[0]
         measured = time.perf_counter() - started - generated
         record = {"key": key, "energies": _sparse(energy), "generate_s": round(generated, 4),
                   "measure_s": round(measured, 4)}
         self._timed(generated / request.steps, measured)
-        _write_atomic(self.cache / f"{key}.json", lambda path: path.write_text(json.dumps(record)))
+        write_text_atomic(self.cache / f"{key}.json", json.dumps(record))
         return record
 
     def _timed(self, step_s: float, measure_s: float) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute.atlas.schema import SCHEMA_VERSION
-from precompute.atlas.writer import ATLAS_DB
+from precompute.atlas.writer import ATLAS_DB, open_read_only
 from precompute.config import RunConfig
 from precompute.errors import BlindspotError, ConfigError
 from precompute.progress import progress_bar, quiet_library_bars
@@ -129,7 +129,7 @@ def atlas_is_current(out: Path, config: RunConfig) -> bool:
     import duckdb
 
     try:
-        with duckdb.connect(str(path), read_only=True) as db:
+        with open_read_only(out) as db:
             facts = dict(db.execute("SELECT key, value FROM atlas_info "
                                     "WHERE key IN ('config_digest', 'schema_version')").fetchall())
     except duckdb.Error:

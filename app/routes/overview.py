@@ -5,7 +5,6 @@ One data function feeds the HTML page and its JSON twin.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -28,8 +27,8 @@ def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24,
     its strongest blindspots (with the user's labels; ``flags``: the atlas's or the paper's thresholds alone)
     and a page of the image pairs."""
     info = atlas.info()
-    built = set(json.loads(info.get("stages", "[]")))
-    analysed = "analyze" in built
+    built = atlas.stages()
+    analysed = atlas.analysed()
     return {
         "run_name": info.get("run_name", ""),
         "built_at": info.get("built_at", ""),

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from precompute.encoders.world_encoder import WorldEnergyModel
+from precompute.fileio import atomic_path
 from precompute.stages.common import StageContext, digest_of, weights_identity
 
 EMBED_BATCH = 64
@@ -94,8 +95,8 @@ def semantic_embeddings(ctx: StageContext, spec: str, images_digest: str, paths:
         names = tuple(model.config.concepts)
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "concepts.txt").write_text("\n".join(names))
-    save_file(tensors, str(cache / "embeddings.part"))
-    (cache / "embeddings.part").replace(cache / "embeddings.safetensors")
+    with atomic_path(cache / "embeddings.safetensors") as temp:
+        save_file(tensors, str(temp))
     return Semantic(tensors["embeddings"], tensors.get("probabilities"), names)
 
 

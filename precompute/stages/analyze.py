@@ -30,7 +30,7 @@ from precompute.analysis.labels import auroc_matrix, caption_label_evidence, cho
 from precompute.analysis.neighbours import nearest_atoms
 from precompute.config import WorldSourceConfig
 from precompute.errors import BlindspotError
-from precompute.fileio import write_text_atomic
+from precompute.fileio import atomic_path, write_text_atomic
 from precompute.manifest import Manifest
 from precompute.stages.common import StageContext, digest_of
 from precompute.stages.encode import ENERGIES, Lens, cooccurrence, encode_store, maps_path
@@ -57,9 +57,8 @@ def energy_matrix(ctx: StageContext, lens_digest: str, source_id: str, n_items: 
 
 
 def _write(folder: Path, name: str, table: pa.Table) -> None:
-    temp = folder / f".{name}.part"
-    pq.write_table(table, temp)
-    temp.replace(folder / f"{name}.parquet")
+    with atomic_path(folder / f"{name}.parquet") as temp:
+        pq.write_table(table, temp)
 
 
 def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:

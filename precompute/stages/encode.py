@@ -27,6 +27,7 @@ import torch
 
 from precompute.analysis.cooccurrence import Cooccurrence
 from precompute.errors import ConfigError
+from precompute.fileio import atomic_path
 from precompute.manifest import Manifest
 from precompute.stages.common import StageContext, digest_of, file_digest
 from precompute.stages.images import ImageSet, image_sets
@@ -250,6 +251,5 @@ def _exemplar_maps(ctx: StageContext, lens: Lens, sets: list[ImageSet], keep: in
                     rows["scale"] += scale.tolist()
                     rows["heatmap"] += [q.tobytes() for q in quantised]
                 advance(codes.shape[0])
-    temp = out.with_suffix(".part")
-    pq.write_table(pa.table(rows, schema=MAPS), temp)
-    temp.replace(out)
+    with atomic_path(out) as temp:
+        pq.write_table(pa.table(rows, schema=MAPS), temp)
