@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from backend.atlas import Atlas, NotFound
-from backend.cards import LazyCardIndex
+from backend.cards import LazyCardIndex, cooccurring
 from backend.kdindex import kd_order
 from backend.labels import LabelStore
 from backend.query import USER_LABELS, BadQuery, analysis_settings, generators, resolve_model, user_label_params
@@ -242,8 +242,6 @@ class Explorer:
     def edges(self, concept: int, model: str, top: int = 8) -> dict[str, list[dict[str, Any]]]:
         """The concepts that fire with ``concept`` on the same tokens, in the real images (``real``) and in
         ``model``'s (``generated``): the top of its row of Z^T Z as a cosine (``concept_partners``)."""
-        from backend.concepts import cooccurring
-
         self.check_concept(concept)
         return cooccurring(self.cards.get(), self.labels.all(), concept, model, top)
 

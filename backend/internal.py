@@ -15,6 +15,7 @@ from urllib.parse import quote
 from typing import Any
 
 from backend.atlas import Atlas, NotFound
+from backend.heatmaps import heat_png
 from precompute.errors import BlindspotError
 
 ATTRIBUTED_CONCEPTS = 10  # concepts listed on a feature's card, most attributed first
@@ -177,8 +178,6 @@ def scored_features(atlas: Atlas, generator: str) -> list[int]:
 
 def heatmap_png(atlas: Atlas, generator: str, feature: int, item_id: str) -> bytes:
     """A feature's spatial map on one of its exemplars, as the concept cards' heatmap PNG (alpha = activation)."""
-    from backend.concepts import heat_png
-
     generator, _ = resolve_generator(atlas, generator)
     found = atlas.rows("SELECT grid_rows, grid_cols, heatmap FROM internal_heatmaps "
                        "WHERE source_id = ? AND feature = ? AND item_id = ?", [generator, feature, item_id])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from precompute.errors import BlindspotError
 from precompute.fileio import atomic_path
-from precompute.stages.common import digest_of, file_digest
+from precompute.digests import digest_of, file_digest
 
 FORMAT = 1
 MAX_LABEL = 200  # characters; labels are chips and tooltips, not prose

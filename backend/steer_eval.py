@@ -30,6 +30,7 @@ import numpy as np
 from backend.atlas import Atlas
 from backend.internal import PROBE_FLOOR, resolve_generator, scored_features, steer_proposal
 from backend.steering import SteeringService
+from backend.steering_atlas import service_for
 from backend.steering_inputs import DEFAULT_STRENGTH, SteeringLimits
 from precompute.errors import ConfigError
 
@@ -268,8 +269,8 @@ class SteerEvaluation:
         own time limit (``settings.timeout_s``), not the server's per-request limit."""
         owned = service is None and bool(self.steers)
         if owned:
-            service = SteeringService.from_atlas(self.atlas_root, self.generator,
-                                                 limits=SteeringLimits(timeout_s=self.settings.timeout_s))
+            service = service_for(self.atlas_root, self.generator,
+                                  limits=SteeringLimits(timeout_s=self.settings.timeout_s))
         try:
             outcomes = []
             if self.steers:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.atlas import Atlas, NotFound
+from backend.atlas import NotFound
 from backend.steering_inputs import SteeringInputError, SteeringLimits, SteerRequest, cache_key, validate_request
 from precompute.config import DiffusersGeneratorConfig, WorldModelGeneratorConfig
 from precompute.errors import ConfigError
@@ -146,16 +146,6 @@ class SteeringService:
         self._closed = False
         self._seconds_per_job = 5.0  # running mean of a whole request, for a sweep's estimate
 
-    # -- construction from an atlas ------------------------------------------------------
-
-    @classmethod
-    def from_atlas(cls, atlas: Atlas | Path, generator: str | None = None, *, cache: Path | None = None,
-                   limits: SteeringLimits | None = None, device: str = "auto") -> SteeringService:
-        """The service for ``generator`` of an atlas with an internal lens (``atlas_info.internal``)."""
-        from backend.steering_atlas import atlas_parts
-
-        return cls(atlas_parts(atlas, generator, cache=cache, device=device), limits)
-
     # -- requests ------------------------------------------------------------------------
 
     @property
@@ -209,7 +199,7 @@ class SteeringService:
     def identity(self) -> str:
         """What the cached images depend on besides the request: generator, SAEs, lens (by content)."""
         if self._identity is None:
-            from precompute.stages.common import file_digest, weights_identity
+            from precompute.digests import file_digest, weights_identity
 
             generator = self.parts.generator
             if isinstance(generator, WorldModelGeneratorConfig):
@@ -318,7 +308,7 @@ class SteeringService:
             import diffusers  # noqa: F401
 
             import precompute.encoders
-            import precompute.stages.encode  # noqa: F401
+            import precompute.encoders.lens  # noqa: F401
         except Exception:
             log.exception("steering %s: importing the model libraries failed", self.generator)
         while (job := self._queue.get()) is not None:
@@ -366,8 +356,8 @@ class SteeringService:
         from precompute.generators.registry import load_diffusers, load_world_model
         from precompute.progress import quiet_library_bars
         from precompute.sae import load_sae
-        from precompute.stages.common import resolve_device
-        from precompute.stages.encode import Lens
+        from precompute.devices import resolve_device
+        from precompute.encoders.lens import Lens
 
         started = time.perf_counter()
         quiet_library_bars()

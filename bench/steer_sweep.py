@@ -56,7 +56,7 @@ def load_models(atlas: Path, generator: str) -> Models:
     from precompute.generators.registry import load_world_model
     from precompute.progress import quiet_library_bars
     from precompute.sae import load_sae
-    from precompute.stages.encode import Lens
+    from precompute.encoders.lens import Lens
 
     quiet_library_bars()
     parts = atlas_parts(atlas, generator, device="cpu")

@@ -243,3 +243,17 @@ def _wide_to_8bit(image: Image.Image) -> np.ndarray:
         scaled = np.zeros_like(values)
     scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def load_images(paths: list[Path], jpeg_quality: int | None = None) -> list[Image.Image]:
+    """The stored images at ``paths`` as RGB, each after a JPEG round trip of ``jpeg_quality`` when one is given.
+
+    The round trip is ``encode.jpeg_roundtrip``: the paper's code encodes its real and
+    generated images from ``.jpg`` files.
+    """
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        images.append(rgb if jpeg_quality is None else jpeg_roundtrip(rgb, jpeg_quality))
+    return images

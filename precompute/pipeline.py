@@ -211,9 +211,9 @@ def _run_stages(ctx: StageContext, chosen: list[str], out: Path, say: Callable[[
             else:
                 report.manifests.append(trained)
         elif stage.name in ("encode", "analyze"):
-            from precompute.stages.encode import Lens
+            from precompute.stages.encode import open_lens
 
-            lens = lens or Lens(ctx)
+            lens = lens or open_lens(ctx)
             if stage.name == "encode":
                 report.manifests.extend(run_encode(ctx, lens))
             else:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from backend.atlas import Atlas
-from backend.query import FlagRule, analysis_settings
+from backend.query import FlagRule, analysis_settings, blindspots
 from precompute.pipeline import STAGES
 
 router = APIRouter(tags=["overview"])
@@ -44,7 +44,7 @@ def overview_data(atlas: Atlas, offset: int = 0, limit: int = 24,
         "thresholds": analysis_settings(atlas) if analysed else None,
         "flag_counts": atlas.rows("SELECT * FROM source_summary ORDER BY source_id") if analysed else [],
         "null_controls": atlas.rows("SELECT * FROM null_controls ORDER BY kind DESC, control") if analysed else [],
-        "blindspots": {s["source_id"]: {d: atlas.blindspots(s["source_id"], d, labels=labels, flags=flags)
+        "blindspots": {s["source_id"]: {d: blindspots(atlas, s["source_id"], d, labels=labels, flags=flags)
                                         for d in ("suppressed", "exaggerated")}
                        for s in atlas.sources() if s["source_id"] != "real"} if analysed else {},
         "models": [s["source_id"] for s in atlas.sources() if s["source_id"] != "real"],

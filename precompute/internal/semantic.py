@@ -68,7 +68,7 @@ def _world_pass(model: WorldEnergyModel, images) -> tuple[Tensor, Tensor]:
 
 def semantic_embeddings(ctx: StageContext, spec: str, images_digest: str, paths: list[Path], device: str) -> Semantic:
     """Embeddings of ``paths`` under the semantic model ``spec`` ('world', or a CLIP id or folder), cached."""
-    from precompute.stages.train import load_images
+    from precompute.images import load_images
 
     cache = ctx.work / "internal" / f"semantic-{digest_of(images_digest, spec, _identity(spec), len(paths))}"
     if (cache / "embeddings.safetensors").is_file():
