@@ -575,7 +575,7 @@ def eval_steer(atlas: Path, generator: str, concepts: int, features: int, streng
                                  min_auroc=PROBE_FLOOR if min_auroc is None else min_auroc)
     try:
         evaluation = SteerEvaluation.plan(atlas, generator, settings)
-    except (BlindspotError, LookupError) as exc:
+    except BlindspotError as exc:  # NotFound (an unknown generator) included
         if not as_json:
             raise
         click.echo(json.dumps(report(generator, settings, [], [], [], str(exc)), indent=2))

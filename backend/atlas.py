@@ -24,19 +24,23 @@ import pyarrow as pa
 
 from precompute.atlas.schema import ROW_COUNTS, SCHEMA_VERSION, TABLES
 from precompute.atlas.writer import ATLAS_DB, PREVIOUS, leftovers, open_read_only
-from precompute.errors import AtlasError
+from precompute.errors import AtlasError, BlindspotError
 
 FILE_HEADER = 3 * 4096  # DuckDB's main header and its two database headers precede the blocks
 MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # Linux PATH_MAX and NAME_MAX
 
 
-class NotFound(LookupError):
+class NotFound(BlindspotError, LookupError):
     """A requested id or file does not exist in the atlas (answered as 404)."""
 
+    status = 404
 
-class MalformedPath(ValueError):
+
+class MalformedPath(BlindspotError, ValueError):
     """A file path no file can have: a NUL or control character, a name past the file system's limits
     (answered as 400)."""
+
+    status = 400
 
 
 class DamagedAtlas(AtlasError):

@@ -27,6 +27,7 @@ RANKING_THUMBNAILS = 3  # top generated images shown per feature in the minority
 
 
 class NoInternalLens(BlindspotError):
+    status = 409
     """The atlas was built without the internal lens (answered 409: the atlas, not the request, lacks it)."""
 
 

@@ -43,7 +43,7 @@ from PIL import Image
 from backend.atlas import NotFound
 from backend.steering_inputs import SteeringInputError, SteeringLimits, SteerRequest, cache_key, validate_request
 from precompute.config import DiffusersGeneratorConfig, WorldModelGeneratorConfig
-from precompute.errors import ConfigError
+from precompute.errors import BlindspotError, ConfigError
 from precompute.fileio import write_text_atomic
 from precompute.images import save_png
 
@@ -53,13 +53,24 @@ KEY_LENGTH = 32
 LARGEST_CHANGES = 5  # concepts listed by how much their energy moved
 
 
-class SteeringBusy(Exception):
-    """The queue is full; try again in ``retry_after`` seconds (answered 429)."""
+class SteeringBusy(BlindspotError):
+    """The queue is full; try again in ``retry_after`` seconds (answered 429 with ``Retry-After``)."""
+
+    status = 429
 
     def __init__(self, retry_after: int, waiting: int | None = None):
         queued = f" ({waiting} waiting, one generating)" if waiting is not None else ""
         super().__init__(f"the steering queue is full{queued}; retry in {retry_after} s")
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class SteeringUnavailable(BlindspotError):
+    """The atlas cannot steer: no internal lens, or a generator whose weights are gone (answered 409)."""
+
+    status = 409
 
 
 UNMEASURED_RETRY_S = 1  # Retry-After before a single denoising step has been timed (the models are loading)
@@ -75,8 +86,10 @@ class JobProgress:
     first_step_at: float | None = None
 
 
-class SteeringTimeout(TimeoutError):
-    """A request ran past the service's time limit and was stopped."""
+class SteeringTimeout(BlindspotError, TimeoutError):
+    """A request ran past the service's time limit and was stopped (answered 503)."""
+
+    status = 503
 
 
 @dataclass(frozen=True)
