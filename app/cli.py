@@ -563,9 +563,9 @@ def eval_steer(atlas: Path, generator: str, concepts: int, features: int, streng
     import json
 
     from backend.atlas import Atlas
-    from backend.internal import PROBE_FLOOR
-    from backend.steer_eval import SteerEvalSettings, SteerEvaluation, report
-    from backend.steering_inputs import DEFAULT_STRENGTH
+    from backend.views.internal import PROBE_FLOOR
+    from backend.steering.evaluation import SteerEvalSettings, SteerEvaluation, report
+    from backend.steering.inputs import DEFAULT_STRENGTH
 
     Atlas(atlas).close()  # fail now, with the reason, if the folder is not a readable atlas
     strength = DEFAULT_STRENGTH[mode] if strength is None else strength

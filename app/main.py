@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.templating import Jinja2Templates
 
-from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
 from app.errors import HANDLED, error_response, handle_error
+from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
 from app.routes import internal, steer
 from app.security import WebDefences, allowed_hosts
 from app.settings import Settings
@@ -24,7 +24,7 @@ from app.static import CompressedStaticFiles
 from backend.atlas import Atlas
 from backend.explorer import Explorer
 from backend.labels import LabelStore, default_label_path, lens_identity
-from backend.steering_atlas import steering_services
+from backend.steering.atlas import steering_services
 from backend.svg import SEQUENTIAL
 
 

@@ -1,7 +1,7 @@
 """The explorer's read side: the UMAP point payload, concept search, neighbours, co-occurrence edges, selections.
 
 One ``Explorer`` per app holds the read-only atlas, the user label store and the
-concept card index (``backend/cards.py``), and caches the point payloads (an atlas never changes
+concept card index (``backend/views/concept_index.py``), and caches the point payloads (an atlas never changes
 under a running server). User labels win over automatic ones everywhere: they join
 every query as a parameterised ``user_labels`` table.
 
@@ -26,10 +26,10 @@ from typing import Any, Literal
 import numpy as np
 
 from backend.atlas import Atlas, NotFound
-from backend.cards import LazyCardIndex, cooccurring
 from backend.kdindex import kd_order
 from backend.labels import LabelStore
 from backend.query import USER_LABELS, BadQuery, analysis_settings, generators, resolve_model, user_label_params
+from backend.views.concept_index import LazyCardIndex, cooccurring
 
 PAYLOAD_MAGIC = b"BSPT"
 PAYLOAD_VERSION = 1

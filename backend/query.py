@@ -84,25 +84,6 @@ def analysis_settings(atlas: Atlas) -> dict[str, float]:
     return settings
 
 
-def blindspots(atlas: Atlas, source_id: str, direction: str, limit: int = 8,
-               labels: Mapping[int, str] | None = None, flags: str = "atlas") -> list[dict[str, Any]]:
-    """The most suppressed (``direction='suppressed'``) or exaggerated concepts of a generator, labelled with
-    the user's labels where there are (``labels``: concept -> label); ``flags``: the atlas's flags, or
-    ``"paper"`` for the paper's thresholds alone."""
-    order = "s.delta ASC" if direction == "suppressed" else "s.delta DESC"
-    flag = FlagRule(flags).column(direction)
-    return atlas.rows(f"""
-        WITH {USER_LABELS}
-        SELECT s.concept, coalesce(u.label, c.label) AS label, c.world_concept, c.label_auroc,
-               u.label IS NOT NULL AS user_label, s.delta, s.ci_low, s.ci_high, s.significant, s.q_value,
-               s.nu_real, s.nu_gen,
-               (SELECT path FROM exemplars x JOIN images i ON i.item_id = x.item_id AND i.source_id = 'real'
-                WHERE x.source_id = 'real' AND x.concept = s.concept AND x.rank = 0) AS real_exemplar
-        FROM concept_stats s JOIN concepts c USING (concept) LEFT JOIN user_labels u ON u.concept = s.concept
-        WHERE s.source_id = ? AND {flag} AND NOT c.is_dead
-        ORDER BY {order}, s.concept LIMIT ?""", [*user_label_params(labels), source_id, limit])
-
-
 def view_context(atlas: Atlas) -> dict[str, Any]:
     """The facts every analysis page shows: run name, whether it was analysed, its generators."""
     analysed = atlas.analysed()

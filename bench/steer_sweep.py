@@ -33,9 +33,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.atlas import Atlas  # noqa: E402
-from backend.steer_eval import (SteerEvalSettings, live_concepts, plan_concepts, summary,  # noqa: E402
+from backend.steering.evaluation import (SteerEvalSettings, live_concepts, plan_concepts, summary,  # noqa: E402
                                 Outcome, Steer)
-from backend.steering_atlas import atlas_parts  # noqa: E402
+from backend.steering.atlas import atlas_parts  # noqa: E402
 
 
 @dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
 import threading
 import warnings

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute.atlas.schema import SCHEMA_VERSION
+from precompute.atlas.stages import STAGE_NAMES, STAGES
 from precompute.atlas.writer import ATLAS_DB, open_read_only
 from precompute.config import RunConfig
 from precompute.errors import BlindspotError, ConfigError
@@ -83,27 +84,6 @@ def _holder(handle) -> str:
     return "a process that has not said who it is yet"
 
 
-@dataclass(frozen=True)
-class StageInfo:
-    name: str
-    description: str
-    available: bool
-    note: str = ""
-
-
-# DESIGN.md lists encode before train; here the output-lens SAE is trained (on real-image
-# tokens) before the encode stage uses it, so train comes first.
-STAGES: tuple[StageInfo, ...] = (
-    StageInfo("sample", "real image-caption pairs from the data source", True),
-    StageInfo("generate", "one image per caption for each generator (planted, world model, any diffusers pipeline)",
-              True),
-    StageInfo("train", "the output-lens SAE on real-image tokens, unless the config gives one", True),
-    StageInfo("encode", "energy-model tokens -> SAE codes -> per-image energies, exemplars, co-occurrence", True),
-    StageInfo("analyze", "delta, blindspots, datapoints, co-occurrence spectra, UMAP, labels", True),
-    StageInfo("internal", "internal SAE on captured activations, minority features, concept attribution", True),
-    StageInfo("build", "write the atlas atomically", True),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 @dataclass

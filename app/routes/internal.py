@@ -1,6 +1,6 @@
 """The internal lens: the minority ranking and feature cards as pages, their JSON twins, the features of a concept.
 
-Queries live in ``backend.internal``; an atlas built without the internal lens answers
+Queries live in ``backend.views.internal``; an atlas built without the internal lens answers
 409 on the JSON endpoints and a page saying how to add one.
 """
 
@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
-from backend import internal
+from backend.views import internal
 
 router = APIRouter(tags=["internal"])
 

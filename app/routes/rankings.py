@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
 from backend.query import FlagRule
-from backend.rankings import (Direction, RankingQuery, RankingSort, export_rows, rankings_data, to_csv,
+from backend.views.rankings import (Direction, RankingQuery, RankingSort, export_rows, rankings_data, to_csv,
                               to_parquet)
 
 router = APIRouter(tags=["rankings"])

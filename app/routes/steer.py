@@ -1,6 +1,6 @@
 """Steering: POST /api/steer runs (or finds in the cache) a steer; the panel at /steer does the same from its URL.
 
-The work happens in ``backend.steering``; its errors carry their HTTP status and the
+The work happens in ``backend.steering.service``; its errors carry their HTTP status and the
 app's one handler answers them: bad inputs 422, a full queue 429 with Retry-After, a
 request past the time limit 503, an atlas without an internal lens 409. The panel's
 result fragment (``/steer/result``) carries the same status codes, with the reason
@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
 from backend.atlas import NotFound
-from backend.steer_page import FIELDS, labelled_result, panel_data, request_fields, sweep_job, sweep_view
-from backend.steering import SteeringService, SteeringTimeout, SteeringUnavailable
-from backend.steering_inputs import SteeringInputError, SteerRequest
+from backend.steering.inputs import SteeringInputError, SteerRequest
+from backend.steering.page import FIELDS, labelled_result, panel_data, request_fields, sweep_job, sweep_view
+from backend.steering.service import SteeringService, SteeringTimeout, SteeringUnavailable
 from precompute.errors import BlindspotError
 
 router = APIRouter(tags=["steering"])

@@ -29,7 +29,6 @@ import email.utils
 import hashlib
 import json
 import logging
-import os
 import random
 import threading
 import time

@@ -158,8 +158,8 @@ def test_install_hints_print_literally(monkeypatch, capsys):
 
 
 def test_eval_steer_help_states_the_defaults_it_runs_with():
-    from backend.internal import PROBE_FLOOR
-    from backend.steering_inputs import DEFAULT_STRENGTH
+    from backend.views.internal import PROBE_FLOOR
+    from backend.steering.inputs import DEFAULT_STRENGTH
 
     shown = " ".join(CliRunner().invoke(cli, ["eval", "steer", "--help"]).output.split())
     assert f"(default {PROBE_FLOOR:g})" in shown

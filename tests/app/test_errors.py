@@ -9,8 +9,8 @@ import pytest
 
 from app.errors import HANDLED, _status
 from backend.atlas import MalformedPath, NotFound
-from backend.steering import SteeringBusy, SteeringTimeout, SteeringUnavailable
-from backend.internal import NoInternalLens
+from backend.steering.service import SteeringBusy, SteeringTimeout, SteeringUnavailable
+from backend.views.internal import NoInternalLens
 from precompute.errors import BlindspotError, ConfigError
 
 ROUTES = Path(__file__).resolve().parents[2] / "app" / "routes"

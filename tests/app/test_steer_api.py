@@ -10,8 +10,8 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from backend.steering_inputs import SteeringLimits
-from backend.steering_atlas import service_for
+from backend.steering.atlas import service_for
+from backend.steering.inputs import SteeringLimits
 from tests.conftest import build_atlas, one_torch_thread
 from tests.steering_support import add_internal_lens, steerable_config, world_captions
 

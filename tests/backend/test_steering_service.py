@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from backend.atlas import NotFound
-from backend.internal import NoInternalLens
-from backend.steering import SteeringBusy, SteeringParts, SteeringService, SteeringTimeout
-from backend.steering_inputs import SteeringInputError, SteeringLimits
-from backend.steering_atlas import service_for
+from backend.steering.atlas import service_for
+from backend.steering.inputs import SteeringInputError, SteeringLimits
+from backend.steering.service import SteeringBusy, SteeringParts, SteeringService, SteeringTimeout
+from backend.views.internal import NoInternalLens
 from precompute.config import WorldModelGeneratorConfig
 from tests.conftest import build_atlas, one_torch_thread
 from tests.steering_support import POINT, activation_scale, add_internal_lens, steerable_config, world_captions

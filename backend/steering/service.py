@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import queue
 import threading
 import time
@@ -41,7 +40,7 @@ import torch
 from PIL import Image
 
 from backend.atlas import NotFound
-from backend.steering_inputs import SteeringInputError, SteeringLimits, SteerRequest, cache_key, validate_request
+from backend.steering.inputs import SteeringInputError, SteeringLimits, SteerRequest, cache_key, validate_request
 from precompute.config import DiffusersGeneratorConfig, WorldModelGeneratorConfig
 from precompute.errors import BlindspotError, ConfigError
 from precompute.fileio import write_text_atomic

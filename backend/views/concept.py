@@ -20,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from backend import svg
 from backend.atlas import NotFound
-from backend.cards import STAT_COLUMNS, CardIndex, card_label, cooccurring
 from backend.explorer import Explorer
 from backend.heatmaps import heat_png
-from backend.internal import steer_proposal
 from backend.query import BadQuery
+from backend.views.concept_html import card_parts
+from backend.views.concept_index import STAT_COLUMNS, CardIndex, card_label, cooccurring
+from backend.views.internal import steer_proposal
 from precompute.analysis.examples import BANDS
 
 
@@ -187,3 +189,12 @@ def heatmap_png(explorer: Explorer, source_id: str, concept: int, item_id: str) 
     if not found:
         raise NotFound(f"no heatmap of concept {concept} on {source_id}/{item_id}")
     return heat_png(found[0])
+
+
+def card_page_data(card: dict[str, Any]) -> dict[str, Any]:
+    """The card plus its server-rendered parts: the activation histogram (an SVG) and the repeated ones."""
+    histogram = card["histogram"]
+    percent = {"real": [100 * v for v in histogram["real"]], card["model"]: [100 * v for v in histogram["generated"]]}
+    chart = svg.histogram(histogram["edges"], percent, x_label="energy (sum of codes over the image's tokens)",
+                          y_label="% of images", title="activation where the concept fires")
+    return {"card": card, "histogram_svg": chart, "parts": card_parts(card)}

@@ -134,7 +134,7 @@ def steer_proposal(atlas: Atlas, generator: str, concept: int, count: int = PROP
     with the reason, when no probe was fitted, its held-out AUROC is below ``floor``, or no
     feature raises the concept.
     """
-    from backend.steering_inputs import DEFAULT_STRENGTH
+    from backend.steering.inputs import DEFAULT_STRENGTH
 
     if direction is None:
         flags = atlas.rows("SELECT exaggerated FROM concept_stats WHERE source_id = ? AND concept = ?",

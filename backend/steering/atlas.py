@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from backend.atlas import Atlas, NotFound
-from backend.internal import internal_lenses
-from backend.steering import SteeringParts, SteeringService, sae_width
-from backend.steering_inputs import SteeringInputError, SteeringLimits
+from backend.steering.inputs import SteeringInputError, SteeringLimits
+from backend.steering.service import SteeringParts, SteeringService, sae_width
+from backend.views.internal import internal_lenses
 from precompute.config import DiffusersGeneratorConfig, WorldModelGeneratorConfig, WorldSourceConfig, parse_config
 from precompute.errors import AtlasError, BlindspotError
 
