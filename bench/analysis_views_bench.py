@@ -21,6 +21,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ def build_synthetic_atlas(out: Path, concepts: int, items: int, seed: int = 0) -
                 "relative_delta": (e_gen - e_real) / (e_gen + e_real), "nu_real": nu_real,
                 "nu_gen": np.clip(nu_real * rng.lognormal(0, 0.5, concepts), 0, 1),
                 "suppressed": delta < 0.1, "exaggerated": delta > 0.9,
+                "suppressed_paper": delta < 0.1, "exaggerated_paper": delta > 0.9,
                 "ci_low": np.clip(delta - width, 0, 1), "ci_high": np.clip(delta + width, 0, 1),
                 "significant": (delta + width < 0.5) | (delta - width > 0.5),
                 "delta_sharp": 1 / (1 + np.exp(-(e_gen - e_real) / 0.4))})
@@ -139,6 +141,15 @@ def synthetic_atlas_in(folder: str, concepts: int, items: int) -> Path:
     print(f"synthetic atlas: {concepts} concepts, {items} pairs, {len(GENERATORS)} generators, "
           f"built in {time.perf_counter() - start:.1f} s\n")
     return atlas
+
+
+def on_atlas(atlas: Path | None, concepts: int, items: int, measure: Callable[[Path], None]) -> None:
+    """``measure`` the atlas given, or a synthetic one of ``concepts`` and ``items`` built for it (then removed)."""
+    if atlas is not None:
+        measure(atlas)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        measure(synthetic_atlas_in(folder, concepts, items))
 
 
 def _ranked(rng: np.random.Generator, concepts: int, name: str, score: str, top: int = 10) -> dict[str, object]:

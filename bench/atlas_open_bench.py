@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,13 +73,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
-    if args.atlas is not None:
-        measure(args.atlas, args.repeats)
-        return
-    from analysis_views_bench import synthetic_atlas_in
+    from analysis_views_bench import on_atlas
 
-    with tempfile.TemporaryDirectory() as folder:
-        measure(synthetic_atlas_in(folder, args.concepts, args.items), args.repeats)
+    on_atlas(args.atlas, args.concepts, args.items, lambda atlas: measure(atlas, args.repeats))
 
 
 if __name__ == "__main__":
