@@ -143,13 +143,23 @@ def synthetic_atlas_in(folder: str, concepts: int, items: int) -> Path:
     return atlas
 
 
-def on_atlas(atlas: Path | None, concepts: int, items: int, measure: Callable[[Path], None]) -> None:
-    """``measure`` the atlas given, or a synthetic one of ``concepts`` and ``items`` built for it (then removed)."""
-    if atlas is not None:
-        measure(atlas)
+def atlas_parser(description: str) -> argparse.ArgumentParser:
+    """A bench's arguments for what it measures: ``--atlas`` (one you built) or a synthetic one of ``--concepts``
+    and ``--items``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--atlas", type=Path, default=None, help="an atlas to measure (default: a synthetic one)")
+    parser.add_argument("--concepts", type=int, default=32_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    return parser
+
+
+def on_atlas(args: argparse.Namespace, measure: Callable[[Path], None]) -> None:
+    """``measure`` the atlas ``args`` give, or a synthetic one built for it (then removed)."""
+    if args.atlas is not None:
+        measure(args.atlas)
         return
     with tempfile.TemporaryDirectory() as folder:
-        measure(synthetic_atlas_in(folder, concepts, items))
+        measure(synthetic_atlas_in(folder, args.concepts, args.items))
 
 
 def _ranked(rng: np.random.Generator, concepts: int, name: str, score: str, top: int = 10) -> dict[str, object]:

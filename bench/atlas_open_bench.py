@@ -13,7 +13,6 @@ temp folder.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import statistics
 import sys
@@ -67,15 +66,12 @@ def measure(root: Path, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--atlas", type=Path, default=None, help="an atlas to measure (default: a synthetic one)")
-    parser.add_argument("--concepts", type=int, default=32_000)
-    parser.add_argument("--items", type=int, default=10_000)
+    from analysis_views_bench import atlas_parser, on_atlas
+
+    parser = atlas_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
-    from analysis_views_bench import on_atlas
-
-    on_atlas(args.atlas, args.concepts, args.items, lambda atlas: measure(atlas, args.repeats))
+    on_atlas(args, lambda atlas: measure(atlas, args.repeats))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Target: card HTML <= 0.5 ms (median).
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
-from analysis_views_bench import on_atlas
+from analysis_views_bench import atlas_parser, on_atlas
 from backend.atlas import Atlas
 from backend.explorer import Explorer
 from backend.labels import LabelStore, lens_identity
@@ -79,13 +78,10 @@ def measure(root: Path, cards: int, seed: int = 0) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--atlas", type=Path, help="an atlas you built, instead of the synthetic one")
-    parser.add_argument("--concepts", type=int, default=32_000)
-    parser.add_argument("--items", type=int, default=10_000)
+    parser = atlas_parser(__doc__)
     parser.add_argument("--cards", type=int, default=2000)
     args = parser.parse_args()
-    on_atlas(args.atlas, args.concepts, args.items, lambda atlas: measure(atlas, args.cards))
+    on_atlas(args, lambda atlas: measure(atlas, args.cards))
 
 
 if __name__ == "__main__":
