@@ -572,9 +572,9 @@ def eval_steer(atlas: Path, generator: str, concepts: int, features: int, streng
     import json
 
     from backend.atlas import Atlas
-    from backend.internal import PROBE_FLOOR
-    from backend.steer_eval import SteerEvalSettings, SteerEvaluation, report
-    from backend.steering_inputs import DEFAULT_STRENGTH
+    from backend.views.internal import PROBE_FLOOR
+    from backend.steering.evaluation import SteerEvalSettings, SteerEvaluation, report
+    from backend.steering.inputs import DEFAULT_STRENGTH
 
     Atlas(atlas).close()  # fail now, with the reason, if the folder is not a readable atlas
     strength = DEFAULT_STRENGTH[mode] if strength is None else strength
@@ -584,7 +584,7 @@ def eval_steer(atlas: Path, generator: str, concepts: int, features: int, streng
                                  min_auroc=PROBE_FLOOR if min_auroc is None else min_auroc)
     try:
         evaluation = SteerEvaluation.plan(atlas, generator, settings)
-    except (BlindspotError, LookupError) as exc:
+    except BlindspotError as exc:  # NotFound (an unknown generator) included
         if not as_json:
             raise
         click.echo(json.dumps(report(generator, settings, [], [], [], str(exc)), indent=2))

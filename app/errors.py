@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException
 
 from app.render import is_htmx
 from app.security import security_headers
-from backend.atlas import MalformedPath, NotFound
 from precompute.errors import BlindspotError
 
 TITLES = {400: "Bad request", 403: "Refused", 404: "Not found", 405: "Method not allowed", 409: "Not possible",
@@ -80,12 +79,8 @@ def _status(exc: Exception) -> tuple[int, Any, dict[str, str] | None]:
         return exc.status_code, exc.detail, exc.headers
     if isinstance(exc, RequestValidationError):
         return 422, exc.errors(), None
-    if isinstance(exc, NotFound):
-        return 404, str(exc), None
-    if isinstance(exc, MalformedPath):
-        return 400, str(exc), None
     if isinstance(exc, BlindspotError):
-        return 422, str(exc), None
+        return exc.status, str(exc), exc.headers()
     return 500, "the server failed on this request (its log has the details)", None
 
 
@@ -100,4 +95,4 @@ async def handle_error(request: Request, exc: Exception) -> Response:
 
 
 # what ``create_app`` registers ``handle_error`` for; Exception: any bug, answered 500 (and still logged)
-HANDLED = (HTTPException, RequestValidationError, NotFound, MalformedPath, BlindspotError, Exception)
+HANDLED = (HTTPException, RequestValidationError, BlindspotError, Exception)

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.templating import Jinja2Templates
 
-from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
 from app.errors import HANDLED, error_response, handle_error
+from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
 from app.routes import internal, steer
 from app.security import WebDefences, allowed_hosts
 from app.settings import Settings
@@ -24,7 +24,8 @@ from app.static import CompressedStaticFiles
 from backend.atlas import Atlas
 from backend.explorer import Explorer
 from backend.labels import LabelStore, default_label_path, lens_identity
-from backend.steering_atlas import steering_services
+from backend.steering.atlas import steering_services
+from backend.svg import SEQUENTIAL
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -57,6 +58,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.state.settings = settings
     app.state.templates = Jinja2Templates(directory=str(frontend / "templates"))
+    # the one sequential colour scale, for the scatter's colours as for the server's charts
+    app.state.templates.env.globals["sequential_scale"] = SEQUENTIAL.astype(int).tolist()
     app.mount("/static", CompressedStaticFiles(directory=str(frontend / "static")), name="static")
     app.include_router(overview.router)
     app.include_router(images.router)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,24 @@ import duckdb
 import pyarrow as pa
 
 from precompute.atlas.schema import ROW_COUNTS, SCHEMA_VERSION, TABLES
-from precompute.atlas.writer import ATLAS_DB, PREVIOUS, leftovers
-from precompute.errors import AtlasError
+from precompute.atlas.writer import ATLAS_DB, PREVIOUS, leftovers, open_read_only
+from precompute.errors import AtlasError, BlindspotError
 
 FILE_HEADER = 3 * 4096  # DuckDB's main header and its two database headers precede the blocks
 MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # Linux PATH_MAX and NAME_MAX
 
 
-class NotFound(LookupError):
+class NotFound(BlindspotError, LookupError):
     """A requested id or file does not exist in the atlas (answered as 404)."""
 
+    status = 404
 
-class MalformedPath(ValueError):
+
+class MalformedPath(BlindspotError, ValueError):
     """A file path no file can have: a NUL or control character, a name past the file system's limits
     (answered as 400)."""
+
+    status = 400
 
 
 class DamagedAtlas(AtlasError):
@@ -64,7 +67,7 @@ class Atlas:
             raise AtlasError(f"{self.root} is not an atlas: {ATLAS_DB} not found "
                              "(build one with `blindspot precompute`)")
         try:
-            self._db = duckdb.connect(str(path), read_only=True)
+            self._db = open_read_only(self.root)
         except duckdb.Error as exc:
             raise DamagedAtlas(f"cannot open {path} ({_first_line(exc)}): {rebuild_hint(self.root)}") from None
         self._lock = threading.Lock()
@@ -148,6 +151,14 @@ class Atlas:
             self._info = {r["key"]: r["value"] for r in self.rows("SELECT key, value FROM atlas_info")}
         return dict(self._info)
 
+    def stages(self) -> set[str]:
+        """The pipeline stages the build ran (``atlas_info.stages``)."""
+        return set(json.loads(self.info().get("stages", "[]")))
+
+    def analysed(self) -> bool:
+        """Whether the build ran the analyze stage: the one test of every view that shows blindspot statistics."""
+        return "analyze" in self.stages()
+
     def sources(self) -> list[dict[str, Any]]:
         rows = self.rows("SELECT source_id, kind, label, config, n_images FROM sources "
                          "ORDER BY source_id != 'real', source_id")
@@ -195,26 +206,6 @@ class Atlas:
             FROM world_concepts c CROSS JOIN sources s
             LEFT JOIN world_annotations a ON a.concept = c.concept AND a.source_id = s.source_id
             GROUP BY ALL ORDER BY c.family, c.concept, s.source_id""")
-
-    def blindspots(self, source_id: str, direction: str, limit: int = 8,
-                   labels: Mapping[int, str] | None = None, flags: str = "atlas") -> list[dict[str, Any]]:
-        """The most suppressed (``direction='suppressed'``) or exaggerated concepts of a generator, labelled with
-        the user's labels where there are (``labels``: concept -> label); ``flags``: the atlas's flags, or
-        ``"paper"`` for the paper's thresholds alone."""
-        from backend.query import USER_LABELS, FlagRule, user_label_params  # backend.query imports this module
-
-        order = "s.delta ASC" if direction == "suppressed" else "s.delta DESC"
-        flag = FlagRule(flags).column(direction)
-        return self.rows(f"""
-            WITH {USER_LABELS}
-            SELECT s.concept, coalesce(u.label, c.label) AS label, c.world_concept, c.label_auroc,
-                   u.label IS NOT NULL AS user_label, s.delta, s.ci_low, s.ci_high, s.significant, s.q_value,
-                   s.nu_real, s.nu_gen,
-                   (SELECT path FROM exemplars x JOIN images i ON i.item_id = x.item_id AND i.source_id = 'real'
-                    WHERE x.source_id = 'real' AND x.concept = s.concept AND x.rank = 0) AS real_exemplar
-            FROM concept_stats s JOIN concepts c USING (concept) LEFT JOIN user_labels u ON u.concept = s.concept
-            WHERE s.source_id = ? AND {flag} AND NOT c.is_dead
-            ORDER BY {order}, s.concept LIMIT ?""", [*user_label_params(labels), source_id, limit])
 
     def image_file(self, relative: str) -> Path:
         """The file of an atlas image; a path that leaves the atlas folder is NotFound, one no file can have

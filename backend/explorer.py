@@ -1,7 +1,7 @@
 """The explorer's read side: the UMAP point payload, concept search, neighbours, co-occurrence edges, selections.
 
 One ``Explorer`` per app holds the read-only atlas, the user label store and the
-concept card index (``backend/cards.py``), and caches the point payloads (an atlas never changes
+concept card index (``backend/views/concept_index.py``), and caches the point payloads (an atlas never changes
 under a running server). User labels win over automatic ones everywhere: they join
 every query as a parameterised ``user_labels`` table.
 
@@ -26,10 +26,10 @@ from typing import Any, Literal
 import numpy as np
 
 from backend.atlas import Atlas, NotFound
-from backend.cards import LazyCardIndex
 from backend.kdindex import kd_order
 from backend.labels import LabelStore
 from backend.query import USER_LABELS, BadQuery, analysis_settings, generators, resolve_model, user_label_params
+from backend.views.concept_index import LazyCardIndex, cooccurring
 
 PAYLOAD_MAGIC = b"BSPT"
 PAYLOAD_VERSION = 1
@@ -70,8 +70,8 @@ class Explorer:
         self._layout_order: tuple[bytes, bytes] | None = None
         self._lock = threading.Lock()
         self.tables = {r["table_name"] for r in atlas.rows("SELECT table_name FROM duckdb_tables()")}
-        self.analysed = {"concepts", "concept_stats"} <= self.tables and bool(
-            atlas.rows("SELECT 1 FROM concepts LIMIT 1"))
+        # analysed, and with concepts to show (a lens of no live concept leaves nothing to draw)
+        self.analysed = atlas.analysed() and bool(atlas.rows("SELECT 1 FROM concepts LIMIT 1"))
         self.n_concepts = atlas.rows("SELECT count(*) AS n FROM concepts")[0]["n"] if self.analysed else 0
         self._models = generators(atlas)  # the atlas never changes under a running server
         self.analysis = analysis_settings(atlas)  # temperature and blindspot thresholds of the build
@@ -242,8 +242,6 @@ class Explorer:
     def edges(self, concept: int, model: str, top: int = 8) -> dict[str, list[dict[str, Any]]]:
         """The concepts that fire with ``concept`` on the same tokens, in the real images (``real``) and in
         ``model``'s (``generated``): the top of its row of Z^T Z as a cosine (``concept_partners``)."""
-        from backend.concepts import cooccurring
-
         self.check_concept(concept)
         return cooccurring(self.cards.get(), self.labels.all(), concept, model, top)
 

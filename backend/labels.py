@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import unicodedata
 from pathlib import Path
 
 from precompute.errors import BlindspotError
-from precompute.stages.common import digest_of, file_digest
+from precompute.fileio import atomic_path
+from precompute.digests import digest_of, file_digest
 
 FORMAT = 1
 MAX_LABEL = 200  # characters; labels are chips and tooltips, not prose
@@ -121,14 +121,7 @@ class LabelStore:
         self._write()
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(self._document, out, ensure_ascii=False, indent=1)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path) as temp, open(temp, "w", encoding="utf-8") as out:
+            json.dump(self._document, out, ensure_ascii=False, indent=1)
+            out.flush()
+            os.fsync(out.fileno())  # a user's labels survive a power cut, not only a killed server

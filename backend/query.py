@@ -50,10 +50,6 @@ class BadQuery(BlindspotError):
     """A query parameter that is well-typed but unusable (for example a frequency range whose ends are swapped)."""
 
 
-def is_analysed(atlas: Atlas) -> bool:
-    return "analyze" in json.loads(atlas.info().get("stages", "[]"))
-
-
 def generators(atlas: Atlas) -> list[str]:
     """Every generator's source id, in a stable order."""
     return [r["source_id"] for r in atlas.rows("SELECT source_id FROM sources WHERE source_id != 'real' "
@@ -90,9 +86,8 @@ def analysis_settings(atlas: Atlas) -> dict[str, float]:
 
 def view_context(atlas: Atlas) -> dict[str, Any]:
     """The facts every analysis page shows: run name, whether it was analysed, its generators."""
-    info = atlas.info()
-    analysed = "analyze" in json.loads(info.get("stages", "[]"))
-    return {"run_name": info.get("run_name", ""), "analysed": analysed, "models": generators(atlas),
+    analysed = atlas.analysed()
+    return {"run_name": atlas.info().get("run_name", ""), "analysed": analysed, "models": generators(atlas),
             "hint": None if analysed else NOT_ANALYSED_HINT}
 
 

@@ -21,6 +21,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ def build_synthetic_atlas(out: Path, concepts: int, items: int, seed: int = 0) -
                 "relative_delta": (e_gen - e_real) / (e_gen + e_real), "nu_real": nu_real,
                 "nu_gen": np.clip(nu_real * rng.lognormal(0, 0.5, concepts), 0, 1),
                 "suppressed": delta < 0.1, "exaggerated": delta > 0.9,
+                "suppressed_paper": delta < 0.1, "exaggerated_paper": delta > 0.9,
                 "ci_low": np.clip(delta - width, 0, 1), "ci_high": np.clip(delta + width, 0, 1),
                 "significant": (delta + width < 0.5) | (delta - width > 0.5),
                 "delta_sharp": 1 / (1 + np.exp(-(e_gen - e_real) / 0.4))})
@@ -139,6 +141,25 @@ def synthetic_atlas_in(folder: str, concepts: int, items: int) -> Path:
     print(f"synthetic atlas: {concepts} concepts, {items} pairs, {len(GENERATORS)} generators, "
           f"built in {time.perf_counter() - start:.1f} s\n")
     return atlas
+
+
+def atlas_parser(description: str) -> argparse.ArgumentParser:
+    """A bench's arguments for what it measures: ``--atlas`` (one you built) or a synthetic one of ``--concepts``
+    and ``--items``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--atlas", type=Path, default=None, help="an atlas to measure (default: a synthetic one)")
+    parser.add_argument("--concepts", type=int, default=32_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    return parser
+
+
+def on_atlas(args: argparse.Namespace, measure: Callable[[Path], None]) -> None:
+    """``measure`` the atlas ``args`` give, or a synthetic one built for it (then removed)."""
+    if args.atlas is not None:
+        measure(args.atlas)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        measure(synthetic_atlas_in(folder, args.concepts, args.items))
 
 
 def _ranked(rng: np.random.Generator, concepts: int, name: str, score: str, top: int = 10) -> dict[str, object]:

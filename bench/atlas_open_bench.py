@@ -13,11 +13,9 @@ temp folder.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,19 +66,12 @@ def measure(root: Path, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--atlas", type=Path, default=None, help="an atlas to measure (default: a synthetic one)")
-    parser.add_argument("--concepts", type=int, default=32_000)
-    parser.add_argument("--items", type=int, default=10_000)
+    from analysis_views_bench import atlas_parser, on_atlas
+
+    parser = atlas_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
-    if args.atlas is not None:
-        measure(args.atlas, args.repeats)
-        return
-    from analysis_views_bench import synthetic_atlas_in
-
-    with tempfile.TemporaryDirectory() as folder:
-        measure(synthetic_atlas_in(folder, args.concepts, args.items), args.repeats)
+    on_atlas(args, lambda atlas: measure(atlas, args.repeats))
 
 
 if __name__ == "__main__":

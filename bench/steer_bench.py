@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from backend.steering_inputs import DEFAULT_STRENGTH  # noqa: E402
+from backend.steering.inputs import DEFAULT_STRENGTH  # noqa: E402
 from precompute.generators.steering import FeatureEdit, SteeringConfig, apply_steering  # noqa: E402
 
 PROMPT = "a picture of three small red stars on a wooden table"

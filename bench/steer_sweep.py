@@ -33,9 +33,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.atlas import Atlas  # noqa: E402
-from backend.steer_eval import (SteerEvalSettings, live_concepts, plan_concepts, summary,  # noqa: E402
+from backend.steering.evaluation import (SteerEvalSettings, live_concepts, plan_concepts, summary,  # noqa: E402
                                 Outcome, Steer)
-from backend.steering_atlas import atlas_parts  # noqa: E402
+from backend.steering.atlas import atlas_parts  # noqa: E402
 
 
 @dataclass
@@ -56,7 +56,7 @@ def load_models(atlas: Path, generator: str) -> Models:
     from precompute.generators.registry import load_world_model
     from precompute.progress import quiet_library_bars
     from precompute.sae import load_sae
-    from precompute.stages.encode import Lens
+    from precompute.encoders.lens import Lens
 
     quiet_library_bars()
     parts = atlas_parts(atlas, generator, device="cpu")

@@ -2,12 +2,21 @@
 
 Every error a user can cause by their input (a config, a data folder, a model path)
 is a ``BlindspotError`` whose message says what was expected and what came. The CLI
-prints these without a traceback; the web app maps them to 4xx answers in one place.
+prints these without a traceback; the web app answers each with its ``status`` (an
+HTTP status: 422 unless a subclass says otherwise) in one handler (``app.errors``).
 """
+
+from __future__ import annotations
 
 
 class BlindspotError(Exception):
     """Base of every error caused by the user's input rather than by a bug."""
+
+    status = 422  # how the web app answers it: input it understood but cannot use
+
+    def headers(self) -> dict[str, str] | None:
+        """Headers the answer carries (``Retry-After`` for a full queue), or None."""
+        return None
 
 
 class ConfigError(BlindspotError):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 import struct
 import threading
 import warnings
@@ -30,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from precompute.errors import BadItem
+from precompute.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +122,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write ``image`` as PNG atomically: a reader never sees a half-written file.
 
-    The image goes to a temp file in the target folder, then ``os.replace`` moves it
-    into place (atomic on one filesystem). Parent folders are created.
+    Through ``fileio.atomic_path``: a temp file beside the target, renamed into place
+    (atomic on one filesystem). Parent folders are created.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as temp, open(temp, "wb") as handle:
+        image.save(handle, format="PNG")
     return target
 
 
@@ -250,3 +242,17 @@ def _wide_to_8bit(image: Image.Image) -> np.ndarray:
         scaled = np.zeros_like(values)
     scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def load_images(paths: list[Path], jpeg_quality: int | None = None) -> list[Image.Image]:
+    """The stored images at ``paths`` as RGB, each after a JPEG round trip of ``jpeg_quality`` when one is given.
+
+    The round trip is ``encode.jpeg_roundtrip``: the paper's code encodes its real and
+    generated images from ``.jpg`` files.
+    """
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        images.append(rgb if jpeg_quality is None else jpeg_roundtrip(rgb, jpeg_quality))
+    return images

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute.atlas.schema import SCHEMA_VERSION
-from precompute.atlas.writer import ATLAS_DB
+from precompute.atlas.stages import STAGE_NAMES, STAGES
+from precompute.atlas.writer import ATLAS_DB, open_read_only
 from precompute.config import RunConfig
 from precompute.errors import BlindspotError, ConfigError
 from precompute.progress import progress_bar, quiet_library_bars
@@ -83,27 +84,6 @@ def _holder(handle) -> str:
     return "a process that has not said who it is yet"
 
 
-@dataclass(frozen=True)
-class StageInfo:
-    name: str
-    description: str
-    available: bool
-    note: str = ""
-
-
-# DESIGN.md lists encode before train; here the output-lens SAE is trained (on real-image
-# tokens) before the encode stage uses it, so train comes first.
-STAGES: tuple[StageInfo, ...] = (
-    StageInfo("sample", "real image-caption pairs from the data source", True),
-    StageInfo("generate", "one image per caption for each generator (planted, world model, any diffusers pipeline)",
-              True),
-    StageInfo("train", "the output-lens SAE on real-image tokens, unless the config gives one", True),
-    StageInfo("encode", "energy-model tokens -> SAE codes -> per-image energies, exemplars, co-occurrence", True),
-    StageInfo("analyze", "delta, blindspots, datapoints, co-occurrence spectra, UMAP, labels", True),
-    StageInfo("internal", "internal SAE on captured activations, minority features, concept attribution", True),
-    StageInfo("build", "write the atlas atomically", True),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 @dataclass
@@ -129,7 +109,7 @@ def atlas_is_current(out: Path, config: RunConfig) -> bool:
     import duckdb
 
     try:
-        with duckdb.connect(str(path), read_only=True) as db:
+        with open_read_only(out) as db:
             facts = dict(db.execute("SELECT key, value FROM atlas_info "
                                     "WHERE key IN ('config_digest', 'schema_version')").fetchall())
     except duckdb.Error:
@@ -211,9 +191,9 @@ def _run_stages(ctx: StageContext, chosen: list[str], out: Path, say: Callable[[
             else:
                 report.manifests.append(trained)
         elif stage.name in ("encode", "analyze"):
-            from precompute.stages.encode import Lens
+            from precompute.stages.encode import open_lens
 
-            lens = lens or Lens(ctx)
+            lens = lens or open_lens(ctx)
             if stage.name == "encode":
                 report.manifests.extend(run_encode(ctx, lens))
             else:

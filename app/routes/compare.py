@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
-from backend.compare import compare_charts, compare_data, nearest_concept
+from backend.views.compare import compare_charts, compare_data, nearest_concept
 
 router = APIRouter(tags=["compare"])
 

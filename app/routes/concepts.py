@@ -12,11 +12,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.deps import ExplorerDep, TemplatesDep
 from app.render import is_htmx, render
-from backend import svg
-from backend.card_html import card_parts, example_grid
-from backend.concepts import BANDS, activation_band, concept_card, heatmap_png, remove_label, set_label
 from backend.explorer import Explorer
 from backend.labels import MAX_LABEL, LabelError
+from backend.views.concept import (BANDS, activation_band, card_page_data, concept_card, heatmap_png, remove_label,
+                                   set_label)
+from backend.views.concept_html import example_grid
 
 router = APIRouter(tags=["concepts"])
 
@@ -25,15 +25,6 @@ Model = Annotated[str | None, Query(max_length=200, description="a generator of 
 Side = Annotated[Literal["real", "generated"], Query(description="the real images or the selected model's")]
 Band = Annotated[int, Query(ge=0, le=BANDS - 1, description="0: the top quarter of the images where it fires")]
 MAX_LABEL_BODY = 12 * MAX_LABEL + 64  # bytes: a label of 4-byte characters percent-encoded or JSON-escaped, and its key
-
-
-def card_page_data(card: dict[str, Any]) -> dict[str, Any]:
-    """The card plus its server-rendered parts: the activation histogram (an SVG) and the repeated ones."""
-    histogram = card["histogram"]
-    percent = {"real": [100 * v for v in histogram["real"]], card["model"]: [100 * v for v in histogram["generated"]]}
-    chart = svg.histogram(histogram["edges"], percent, x_label="energy (sum of codes over the image's tokens)",
-                          y_label="% of images", title="activation where the concept fires")
-    return {"card": card, "histogram_svg": chart, "parts": card_parts(card)}
 
 
 async def _index_ready(explorer: Explorer) -> None:

@@ -10,8 +10,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
-from backend.frequency import AxisScale, FrequencyY, frequency_chart, frequency_data, nearest_concept
-from backend.spectra import cooccurrence_charts, cooccurrence_data
+from backend.views.cooccurrence import cooccurrence_charts, cooccurrence_data
+from backend.views.frequency import AxisScale, FrequencyY, frequency_chart, frequency_data, nearest_concept
 
 router = APIRouter(tags=["cooccurrence"])
 

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
-from backend.datapoints import End, datapoints_data, pair_data
+from backend.views.datapoints import End, datapoints_data, pair_data
 
 router = APIRouter(tags=["datapoints"])
 

@@ -1,6 +1,6 @@
 """The explorer: the UMAP of all concepts with search, neighbours, co-occurrence edges and lasso rankings.
 
-``explorer_data`` feeds the page (``/explorer``) and its JSON twin (``/api/explorer``); the
+``backend.views.explorer.explorer_data`` feeds the page (``/explorer``) and its JSON twin (``/api/explorer``); the
 scatter itself reads one binary payload (``/api/explorer/points.bin``, layout in
 ``backend.explorer``). Every piece of view state is a query parameter, so a URL
 reproduces the view.
@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 
 from app.deps import ExplorerDep, TemplatesDep
 from app.render import render
-from app.routes.concepts import card_page_data
-from backend.concepts import concept_card
-from backend.explorer import COLOURS, MAX_QUERY, SIZES, Colour, Explorer, Order, Size
+from backend.explorer import MAX_QUERY, Colour, Order, Size
+from backend.views.concept import card_page_data, concept_card
+from backend.views.explorer import explorer_data
 
 router = APIRouter(tags=["explorer"])
 
@@ -28,35 +28,6 @@ Radius = Annotated[float | None, Query(ge=0.0, le=1.0, description="neighbour ra
                                                                    "extent (default: about 8 neighbours)")]
 Text = Annotated[str, Query(max_length=MAX_QUERY, description="text the concept label contains")]
 MAX_SELECTION = 1_000_000
-
-
-def explorer_data(explorer: Explorer, model: str | None, colour: str, size: str, concept: int | None,
-                  radius: float | None) -> dict[str, Any]:
-    """The explorer's state and what it shows around the selected concept."""
-    run = explorer.atlas.info().get("run_name", "")
-    if not explorer.analysed:
-        return {"run_name": run, "analysed": False, "models": explorer.models(), "n_concepts": 0}
-    model = explorer.model(model)
-    radius = explorer.default_radius if radius is None else radius
-    colours = explorer.colours(model)
-    if colour not in colours:
-        colour = "delta"
-    if concept is not None:
-        explorer.check_concept(concept)
-    return {
-        "run_name": run,
-        "analysed": True,
-        "n_concepts": explorer.n_concepts,
-        "models": explorer.models(),
-        "colours": {k: COLOURS[k][2] for k in colours},
-        "sizes": SIZES,
-        "thresholds": explorer.analysis,
-        "state": {"model": model, "colour": colour, "size": size, "concept": concept, "radius": radius},
-        "points_url": f"/api/explorer/points.bin?model={model}&colour={colour}",
-        "selected": explorer.brief(concept, model) if concept is not None else None,
-        "neighbours": explorer.neighbours(concept, radius, model) if concept is not None and radius > 0 else [],
-        "edges": explorer.edges(concept, model) if concept is not None else {"real": [], "generated": []},
-    }
 
 
 @router.get("/explorer", response_class=HTMLResponse)

@@ -1,6 +1,6 @@
 """The internal lens: the minority ranking and feature cards as pages, their JSON twins, the features of a concept.
 
-Queries live in ``backend.internal``; an atlas built without the internal lens answers
+Queries live in ``backend.views.internal``; an atlas built without the internal lens answers
 409 on the JSON endpoints and a page saying how to add one.
 """
 
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
-from backend import internal
-from backend.atlas import Atlas
+from backend.views import internal
 
 router = APIRouter(tags=["internal"])
 
@@ -25,23 +24,16 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 
-def _answer(query, atlas: Atlas, *args: Any) -> dict[str, Any]:
-    try:
-        return query(atlas, *args)
-    except internal.NoInternalLens as exc:
-        raise HTTPException(409, detail=str(exc)) from None
-
-
 @router.get("/api/internal/{generator}/minority")
 def minority(generator: Generator, atlas: AtlasDep, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
     """Features kept by NMS, most minority (rare and distinct) first."""
-    return _answer(internal.minority_ranking, atlas, generator, limit, offset)
+    return internal.minority_ranking(atlas, generator, limit, offset)
 
 
 @router.get("/api/internal/{generator}/features/{feature}")
 def feature(generator: Generator, feature: Feature, atlas: AtlasDep) -> dict[str, Any]:
     """A feature's card: scores, exemplars with their heatmaps, the concepts it drives most."""
-    return _answer(internal.feature_card, atlas, generator, feature)
+    return internal.feature_card(atlas, generator, feature)
 
 
 @router.get("/api/concepts/{concept}/features")
@@ -49,7 +41,7 @@ def concept_features(concept: Concept, atlas: AtlasDep, labels: UserLabelsDep,
                      generator: Annotated[str | None, Query(max_length=64)] = None,
                      limit: Limit = 50) -> dict[str, Any]:
     """The internal features most attributed to an output-lens concept, and the probe's quality."""
-    return _answer(internal.concept_features, atlas, concept, generator, limit, labels)
+    return internal.concept_features(atlas, concept, generator, limit, labels)
 
 
 @router.get("/internal", response_class=HTMLResponse)
@@ -65,7 +57,7 @@ def minority_page(request: Request, atlas: AtlasDep, templates: TemplatesDep,
 def feature_page(request: Request, generator: Generator, feature: Feature, atlas: AtlasDep,
                  templates: TemplatesDep, labels: UserLabelsDep) -> HTMLResponse:
     """A feature's card: its scores, exemplars with the feature's spatial map, the concepts it drives."""
-    card = _answer(internal.feature_page, atlas, generator, feature, labels)
+    card = internal.feature_page(atlas, generator, feature, labels)
     return render(request, templates, "internal_feature.html", None, {"card": card})
 
 
@@ -74,5 +66,5 @@ def feature_page(request: Request, generator: Generator, feature: Feature, atlas
 def feature_heatmap(generator: Generator, feature: Feature, atlas: AtlasDep,
                     item_id: Annotated[str, Path(max_length=500)]) -> Response:
     """The feature's spatial map on one exemplar: an RGBA PNG of the captured grid whose alpha is the activation."""
-    return Response(_answer(internal.heatmap_png, atlas, generator, feature, item_id), media_type="image/png",
+    return Response(internal.heatmap_png(atlas, generator, feature, item_id), media_type="image/png",
                     headers={"Cache-Control": "max-age=3600"})

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
 from backend.query import FlagRule
-from backend.rankings import (Direction, RankingQuery, RankingSort, export_rows, rankings_data, to_csv,
+from backend.views.rankings import (Direction, RankingQuery, RankingSort, export_rows, rankings_data, to_csv,
                               to_parquet)
 
 router = APIRouter(tags=["rankings"])
@@ -59,7 +59,8 @@ def _filename(model: str | None, query: RankingQuery, extension: str) -> str:
     return f'attachment; filename="blindspots-{safe}-{query.direction}.{extension}"'
 
 
-@router.get("/api/rankings.csv")
+@router.get("/api/rankings.csv", response_class=Response,
+            responses={200: {"content": {"text/csv": {}}, "description": "the rankings as CSV"}})
 def rankings_csv(atlas: AtlasDep, labels: UserLabelsDep, query: QueryDep) -> Response:
     """Every blindspot the filters select (no paging), as CSV."""
     model, rows = export_rows(atlas, query, labels)
@@ -67,7 +68,9 @@ def rankings_csv(atlas: AtlasDep, labels: UserLabelsDep, query: QueryDep) -> Res
                     headers={"Content-Disposition": _filename(model, query, "csv")})
 
 
-@router.get("/api/rankings.parquet")
+@router.get("/api/rankings.parquet", response_class=Response,
+            responses={200: {"content": {"application/vnd.apache.parquet": {}},
+                             "description": "the rankings as Parquet"}})
 def rankings_parquet(atlas: AtlasDep, labels: UserLabelsDep, query: QueryDep) -> Response:
     """Every blindspot the filters select (no paging), as Parquet."""
     model, rows = export_rows(atlas, query, labels)

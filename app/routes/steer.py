@@ -1,10 +1,10 @@
 """Steering: POST /api/steer runs (or finds in the cache) a steer; the panel at /steer does the same from its URL.
 
-The work happens in ``backend.steering``; this router turns its outcomes into HTTP:
-bad inputs 422 (the app's BlindspotError handler), a full queue 429 with
-Retry-After, a request past the time limit 503, an atlas without an internal lens 409.
-The panel's result fragment (``/steer/result``) carries the same status codes, with
-the reason written in the fragment (a full queue retries by itself after Retry-After).
+The work happens in ``backend.steering.service``; its errors carry their HTTP status and the
+app's one handler answers them: bad inputs 422, a full queue 429 with Retry-After, a
+request past the time limit 503, an atlas without an internal lens 409. The panel's
+result fragment (``/steer/result``) carries the same status codes, with the reason
+written in the fragment (a full queue retries by itself after Retry-After).
 
 A sweep (``/steer/sweep``, JSON twin ``/api/steer/sweep``, both GET with the panel's
 parameters) is named by those parameters: the first call starts it in the background
@@ -19,7 +19,7 @@ import asyncio
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict
 from app.deps import AtlasDep, TemplatesDep, UserLabelsDep
 from app.render import render
 from backend.atlas import NotFound
-from backend.steer_page import FIELDS, labelled_result, panel_data, request_fields, sweep_job, sweep_view
-from backend.steering import SteeringBusy, SteeringService
-from backend.steering_inputs import SteeringInputError, SteerRequest
+from backend.steering.inputs import SteeringInputError, SteerRequest
+from backend.steering.page import FIELDS, labelled_result, panel_data, request_fields, sweep_job, sweep_view
+from backend.steering.service import SteeringService, SteeringTimeout, SteeringUnavailable
 from precompute.errors import BlindspotError
 
 router = APIRouter(tags=["steering"])
@@ -60,7 +60,7 @@ def service_for(request: Request, generator: str | None) -> SteeringService:
     """The steering service of ``generator`` (the only one when not named); 409 when the atlas cannot steer."""
     services: dict[str, SteeringService] = request.app.state.steering
     if not services:
-        raise HTTPException(409, detail=request.app.state.steering_unavailable or "this atlas cannot steer")
+        raise SteeringUnavailable(request.app.state.steering_unavailable or "this atlas cannot steer")
     if generator is None:
         if len(services) > 1:
             raise SteeringInputError(f"name the generator to steer: one of {sorted(services)}")
@@ -95,18 +95,18 @@ async def steer(body: SteerBody, request: Request) -> dict[str, Any]:
 
 
 async def run_steer(service: SteeringService, steer_request: SteerRequest) -> dict[str, Any]:
-    """The cached result, or a new one from the worker: 429 when its queue is full, 503 past the time limit."""
+    """The cached result, or a new one from the worker: ``SteeringBusy`` (429) when its queue is full,
+    ``SteeringTimeout`` (503) past the time limit."""
     result = await run_in_threadpool(service.cached, steer_request)
     if result is None:
-        try:
-            future = service.submit(steer_request)
-        except SteeringBusy as busy:
-            raise HTTPException(429, detail=str(busy), headers={"Retry-After": str(busy.retry_after)}) from None
+        future = service.submit(steer_request)
         try:
             limit = service.limits.timeout_s
             result = await asyncio.wait_for(asyncio.wrap_future(future), limit + WAIT_GRACE_S if limit else None)
-        except TimeoutError as exc:  # SteeringTimeout from the worker, or the guard above
-            raise HTTPException(503, detail=str(exc) or "the steering request timed out") from None
+        except SteeringTimeout:
+            raise
+        except TimeoutError:  # the guard above
+            raise SteeringTimeout("the steering request timed out") from None
     return result
 
 
@@ -136,13 +136,9 @@ async def steer_result(request: Request, atlas: AtlasDep, templates: TemplatesDe
         service = service_for(request, params["generator"])
         result = await run_steer(service, service.request(**request_fields(params)))
         data["result"] = labelled_result(atlas, with_urls(result), labels)
-    except HTTPException as exc:
-        status, data["error"] = exc.status_code, exc.detail
-        data["retry_after"] = (exc.headers or {}).get("Retry-After")
-    except NotFound as exc:
-        status, data["error"] = 404, str(exc)
-    except BlindspotError as exc:
-        status, data["error"] = 422, str(exc)
+    except BlindspotError as exc:  # the reason in the panel, with the status the API answers
+        status, data["error"] = exc.status, str(exc)
+        data["retry_after"] = (exc.headers() or {}).get("Retry-After")
     return templates.TemplateResponse(request, "_steer_result.html", data, status_code=status)
 
 
@@ -159,10 +155,7 @@ def _sweep_status(request: Request, atlas) -> dict[str, Any]:
 async def steer_sweep_status(request: Request, atlas: AtlasDep) -> JSONResponse:
     """Start (or find) the sweep of the panel's parameters and answer its progress: 202 while it runs, 200 with
     the dose-response of both arms when done; a sweep already at the limit of running ones is 429."""
-    try:
-        status = await run_in_threadpool(_sweep_status, request, atlas)
-    except SteeringBusy as busy:
-        raise HTTPException(429, detail=str(busy), headers={"Retry-After": str(busy.retry_after)}) from None
+    status = await run_in_threadpool(_sweep_status, request, atlas)
     return JSONResponse(status, status_code=200 if status["status"] == "done" else 202)
 
 
@@ -175,14 +168,9 @@ async def steer_sweep(request: Request, atlas: AtlasDep, templates: TemplatesDep
         sweep = await run_in_threadpool(_sweep_status, request, atlas)
         data.update(sweep_view(atlas, sweep, labels))
         status = 200 if sweep["status"] == "done" else 202
-    except SteeringBusy as busy:
-        status, data["error"], data["retry_after"] = 429, str(busy), busy.retry_after
-    except HTTPException as exc:
-        status, data["error"] = exc.status_code, exc.detail
-    except NotFound as exc:
-        status, data["error"] = 404, str(exc)
-    except BlindspotError as exc:
-        status, data["error"] = 422, str(exc)
+    except BlindspotError as exc:  # the reason in the panel, with the status the API answers
+        status, data["error"] = exc.status, str(exc)
+        data["retry_after"] = getattr(exc, "retry_after", None)
     return templates.TemplateResponse(request, "_steer_sweep.html", data, status_code=status)
 
 

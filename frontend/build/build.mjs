@@ -1,7 +1,8 @@
 // Builds the explorer's vendored browser files into ../static/vendor/ (checked in, so users need no npm):
 //   regl-scatterplot.js  regl-scatterplot + regl + pub-sub-es as ONE minified ES module
 //   htmx.min.js          htmx's own minified build, copied as published
-// Run from this folder: `npm ci && npm run build`.
+// Run from this folder: `npm ci && npm run build`. A changed package or version needs its licence text in
+// ../static/vendor/LICENSES.md (tests/test_vendor_licences.py checks every vendored file is listed there).
 import { readFileSync } from "node:fs";
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";

@@ -8,7 +8,8 @@ const MAGIC = "BSPT";
 const HEADER_BYTES = 24;
 const COLOUR_KEYS = ["delta", "relative_delta", "frequency", "frequency_gen", "minority"];
 const NO_VALUE = 255; // colour category of concepts without a value (dead, not attributed); 0..254 carry the scale
-const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]; // as backend/svg.py
+// the sequential scale (viridis anchors) is the server's (backend/svg.py SEQUENTIAL), handed over by the page
+const VIRIDIS = JSON.parse(document.getElementById("explorer").dataset.sequential);
 // delta and relative delta diverge from their neutral middle (0.5, 0): blue suppressed, grey even, orange exaggerated
 // (the card's colours), so the blindspots stand out and the middle of the scale reads as "no change"
 const DIVERGING = [[43, 74, 203], [116, 143, 252], [134, 142, 150], [252, 146, 87], [217, 72, 15]];

@@ -44,6 +44,12 @@ ATLAS_DB = "atlas.duckdb"
 BUILDING, PREVIOUS = "building", "previous"  # the temp folders' kinds: .<name>.<kind>-<host>-<pid>
 
 
+def open_read_only(root: Path) -> duckdb.DuckDBPyConnection:
+    """The atlas database in folder ``root``, opened read-only: every reader's way in (many readers may share
+    one atlas; only the build writes it). ``duckdb.Error`` when it is missing or unreadable."""
+    return duckdb.connect(str(Path(root) / ATLAS_DB), read_only=True)
+
+
 def record_row_counts(db: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Store how many rows every table (but ``atlas_info``) holds, as the reader will check them."""
     counted = [name for name in TABLES if name != "atlas_info"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -43,6 +42,7 @@ from precompute.encoders.probe import auroc, fit_linear_probe
 from precompute.encoders.world_encoder import WorldEncoder, WorldEncoderConfig, world_pixels
 from precompute.errors import ConfigError
 from precompute.fileio import write_text_atomic
+from precompute.schedules import warmup_cosine
 from precompute.world.concepts import CONCEPT_INDEX, Prior, sample_scene
 from precompute.world.render import render
 from precompute.world.truth import concept_matrix
@@ -163,13 +163,6 @@ def _targets(data: WorldTrainingSet, index: np.ndarray) -> dict[str, Tensor]:
     }
 
 
-def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
-
-
 @torch.no_grad()
 def encode_set(model: WorldEncoder, images: np.ndarray, batch_size: int = 500, trunk: bool = False) -> Tensor:
     """Tokens (n, 1 + side^2, dim) of a uint8 image array, float32: the model's, or its trunk's."""
@@ -287,7 +280,7 @@ def train_world_encoder(
         index = np.sort(perm[cursor : cursor + batch_size])
         cursor += batch_size
         for group in optimiser.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup)
+            group["lr"] = warmup_cosine(step, steps, lr, warmup)  # cosine decay to zero
         loss, terms = multitask_loss(
             model, world_pixels(train_set.images[index], config.image_size), _targets(train_set, index)
         )

@@ -27,7 +27,6 @@ import torch
 
 from precompute.errors import ConfigError
 
-CAPTURE_HOOK = "activation_capture"
 UNET_POINT = "unet.mid_block"
 TRANSFORMER_BLOCK = 18  # RAIGen's FLUX hook: transformer_blocks.18, the last of FLUX.1's 19 double-stream blocks
 
@@ -147,16 +146,22 @@ class CaptureRecorder:
             hook.records.clear()
 
 
+def count_denoising_steps(module: Any, point: str, counter: list[int]) -> Any:
+    """Advance ``counter[0]`` before every call of the denoiser that holds ``point`` (its first component, as
+    ``unet`` of ``unet.mid_block``): call k is denoising step k (module docstring). The hook's handle."""
+    denoiser = resolve_module(module, point.split(".")[0])
+    return denoiser.register_forward_pre_hook(lambda *_: counter.__setitem__(0, counter[0] + 1))
+
+
 @contextmanager
 def apply_capture(module: Any, config: CaptureConfig) -> Iterator[CaptureRecorder]:
     """Hook ``config.points`` under ``module`` (a pipeline or a module) for the block; always unhooked."""
     targets = [(point, resolve_module(module, point)) for point in config.points]
-    denoiser = resolve_module(module, config.points[0].split(".")[0])
     counter = [0]
     hooks = [ActivationCaptureHook(point, config, counter) for point, _ in targets]
     handles = []
     try:
-        handles.append(denoiser.register_forward_pre_hook(lambda *_: counter.__setitem__(0, counter[0] + 1)))
+        handles.append(count_denoising_steps(module, config.points[0], counter))
         for hook, (_, target) in zip(hooks, targets):
             handles.append(target.register_forward_hook(hook))
         yield CaptureRecorder(hooks, counter)

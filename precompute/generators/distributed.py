@@ -7,21 +7,16 @@ never redone, so a killed run resumes where each process stopped. The process
 group (NCCL on GPUs, gloo on the CPU) comes from ``accelerate.PartialState``; it is
 only used for barriers, never to move images.
 
-Run as ``accelerate launch --num_processes N -m precompute.generators.distributed
-CONFIG WORK`` on GPUs, or ``python -m torch.distributed.run --nproc_per_node N -m
-precompute.generators.distributed CONFIG WORK`` on CPUs (``accelerate launch --cpu``
-starts one process): the sample stage on the main process, then every process
-generates its shards.
+The launcher that runs the sample and generate stages in each process is
+``precompute.stages.distributed``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -81,37 +76,3 @@ def current_slot() -> ProcessSlot:
         return ProcessSlot()
     state = _state()
     return ProcessSlot(state.process_index, state.num_processes, state.local_process_index)
-
-
-@contextmanager
-def _no_bar(total, description, unit) -> Iterator:
-    yield lambda n=1: None
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Sample (main process) and generate (every process) for a config into a work folder."""
-    from precompute.config import load_config
-    from precompute.progress import progress_bar
-    from precompute.stages.common import SHARD_SIZE, StageContext
-    from precompute.stages.generate import run_generate
-    from precompute.stages.sample import run_sample
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("config", type=Path)
-    parser.add_argument("work", type=Path)
-    parser.add_argument("--shard-size", type=int, default=SHARD_SIZE)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    slot = current_slot()
-    config = load_config(args.config)
-    progress = progress_bar if slot.is_main and not args.quiet else _no_bar
-    ctx = StageContext(config=config, work=args.work, progress=progress, shard_size=args.shard_size)
-    with slot.main_first():
-        if slot.is_main:
-            ctx.work.mkdir(parents=True, exist_ok=True)
-            run_sample(ctx)
-    run_generate(ctx, slot=slot)
-
-
-if __name__ == "__main__":
-    main()

@@ -36,9 +36,8 @@ import torch
 from torch import Tensor
 
 from precompute.errors import ConfigError
-from precompute.generators.capture import resolve_module
+from precompute.generators.capture import count_denoising_steps, resolve_module
 
-STEERING_HOOK = "sae_steering"
 MODES = ("scale", "add")
 
 
@@ -197,11 +196,10 @@ def apply_steering(module: Any, sae: Any, config: SteeringConfig) -> Iterator[St
     denoiser call: use one block per pipeline call.
     """
     target = resolve_module(module, config.point)
-    denoiser = resolve_module(module, config.point.split(".")[0])
     hook = SteeringHook(sae, config)
     handles = []
     try:
-        handles.append(denoiser.register_forward_pre_hook(lambda *_: hook.counter.__setitem__(0, hook.counter[0] + 1)))
+        handles.append(count_denoising_steps(module, config.point, hook.counter))
         handles.append(target.register_forward_hook(hook))
         yield hook
     finally:

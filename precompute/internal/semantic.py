@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from precompute.encoders.world_encoder import WorldEnergyModel
+from precompute.fileio import atomic_path
 from precompute.stages.common import StageContext, digest_of, weights_identity
 
 EMBED_BATCH = 64
@@ -67,7 +68,7 @@ def _world_pass(model: WorldEnergyModel, images) -> tuple[Tensor, Tensor]:
 
 def semantic_embeddings(ctx: StageContext, spec: str, images_digest: str, paths: list[Path], device: str) -> Semantic:
     """Embeddings of ``paths`` under the semantic model ``spec`` ('world', or a CLIP id or folder), cached."""
-    from precompute.stages.train import load_images
+    from precompute.images import load_images
 
     cache = ctx.work / "internal" / f"semantic-{digest_of(images_digest, spec, _identity(spec), len(paths))}"
     if (cache / "embeddings.safetensors").is_file():
@@ -94,8 +95,8 @@ def semantic_embeddings(ctx: StageContext, spec: str, images_digest: str, paths:
         names = tuple(model.config.concepts)
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "concepts.txt").write_text("\n".join(names))
-    save_file(tensors, str(cache / "embeddings.part"))
-    (cache / "embeddings.part").replace(cache / "embeddings.safetensors")
+    with atomic_path(cache / "embeddings.safetensors") as temp:
+        save_file(tensors, str(temp))
     return Semantic(tensors["embeddings"], tensors.get("probabilities"), names)
 
 

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from precompute.errors import ConfigError, DataError
+from precompute.fileio import atomic_path, write_text_atomic
 from precompute.sae.losses import mse_loss
 
 CONFIG_FILE = "config.json"
@@ -321,13 +322,10 @@ class SAE(nn.Module):
             for name, tensor in self.state_dict().items()
         }
         meta = {"variant": self.variant, "format_version": str(FORMAT_VERSION)}
-        tmp_weights = out / (WEIGHTS_FILE + ".tmp")
-        save_file(state, str(tmp_weights), metadata=meta)
-        os.replace(tmp_weights, out / WEIGHTS_FILE)
+        with atomic_path(out / WEIGHTS_FILE) as temp:
+            save_file(state, str(temp), metadata=meta)
         document = {"variant": self.variant, "format_version": FORMAT_VERSION, **self.config.to_dict()}
-        tmp_config = out / (CONFIG_FILE + ".tmp")
-        tmp_config.write_text(json.dumps(document, indent=2) + "\n")
-        os.replace(tmp_config, out / CONFIG_FILE)
+        write_text_atomic(out / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
         return out
 
     @classmethod

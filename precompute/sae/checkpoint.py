@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from precompute.errors import ConfigError
+from precompute.fileio import write_text_atomic
 from precompute.sae.base import SAE, WEIGHTS_FILE
 
 LATEST_FILE = "latest.json"
@@ -88,9 +89,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    latest_tmp = root / (LATEST_FILE + ".tmp")
-    latest_tmp.write_text(json.dumps({"checkpoint": name, "step": step}) + "\n")
-    os.replace(latest_tmp, root / LATEST_FILE)
+    write_text_atomic(root / LATEST_FILE, json.dumps({"checkpoint": name, "step": step}) + "\n")
     older = sorted(p for p in root.glob("step-*") if p.is_dir() and p.suffix != ".tmp" and p != final)
     for stale in older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(stale)

@@ -30,6 +30,7 @@ from precompute.sae.base import SAE, check_float, check_int
 from precompute.sae.checkpoint import clear_checkpoints, latest_checkpoint, save_checkpoint
 from precompute.sae.data import batch_source
 from precompute.sae.losses import auxk_loss
+from precompute.schedules import warmup_cosine
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: config fields that may change between a checkpoint and its resume
@@ -133,10 +134,7 @@ class TrainReport:
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
     """Linear warm-up to ``lr`` over ``warmup_frac`` of the steps, then cosine to ``lr_final``."""
     warmup = max(1, round(config.warmup_frac * total)) if config.warmup_frac > 0 else 0
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return config.lr_final + 0.5 * (config.lr - config.lr_final) * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return warmup_cosine(step, total, config.lr, warmup, config.lr_final)
 
 
 def _autocast(config: TrainConfig, device: torch.device) -> tuple[contextlib.AbstractContextManager, bool]:

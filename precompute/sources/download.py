@@ -29,9 +29,7 @@ import email.utils
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -39,12 +37,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, UTC
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from PIL import Image
 
 from precompute.errors import BadItem, ConfigError
+from precompute.fileio import write_bytes_atomic
 from precompute.images import DEFAULT_MAX_PIXELS, load_rgb
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,18 @@ _RETRY_STATUSES = {408, 429}
 _PERMANENT_REASONS = {"not-an-image", "undecodable"}
 
 T = TypeVar("T")
+
+# The options a source passes through to the ``Downloader`` it opens for each pass over its rows.
+DOWNLOAD_OPTIONS = ("timeout_s", "retries", "backoff_s", "max_bytes", "workers", "user_agent", "max_pixels")
+
+
+def downloader_options(**options: Any) -> dict[str, Any]:
+    """A source's ``Downloader`` keyword options (``DOWNLOAD_OPTIONS``; the downloader's defaults for those not
+    given), checked by name so a misspelt option is refused where the source is made."""
+    unknown = sorted(set(options) - set(DOWNLOAD_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown download option(s) {unknown}; expected some of {list(DOWNLOAD_OPTIONS)}")
+    return options
 
 
 class Downloader:
@@ -265,14 +276,9 @@ class Downloader:
 
     def _store_body(self, path: Path, body: bytes) -> None:
         """Write atomically so a killed run never leaves a half body in the cache."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body)
-            os.replace(tmp_name, path)
+            write_bytes_atomic(path, body)
         except OSError as err:
-            Path(tmp_name).unlink(missing_ok=True)
             log.warning("could not cache %s: %s", path, err)
 
     def _load_failures(self) -> dict[str, BadItem]:

@@ -21,7 +21,7 @@ from PIL import Image
 from precompute.errors import BadItem, ConfigError, DataError
 from precompute.images import DEFAULT_MAX_PIXELS, from_pil, load_rgb
 from precompute.sources.base import Item, Skip
-from precompute.sources.download import DEFAULT_USER_AGENT, Downloader
+from precompute.sources.download import Downloader, downloader_options
 from precompute.sources.folder import IdGuard, caption_problem, clean_caption
 from precompute.sources.urls import UrlRow, download_rows
 
@@ -39,7 +39,8 @@ class HFSource:
     ``cache_dir``, which is then required) and ``image_column`` is ignored. Skip
     reasons: ``empty-caption``, ``duplicate-id``, ``bad-line`` (no id),
     ``missing-image`` (an empty image cell), the image reasons of ``load_rgb`` and,
-    for urls, the downloader's reasons.
+    for urls, the downloader's reasons. Further keyword options go to the ``Downloader``
+    (``download.DOWNLOAD_OPTIONS``: ``timeout_s``, ``retries``, ``workers``...).
     """
 
     name = "hf"
@@ -58,13 +59,8 @@ class HFSource:
         limit: int | None = None,
         cache_dir: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        max_bytes: int = 20_000_000,
-        workers: int = 16,
-        user_agent: str = DEFAULT_USER_AGENT,
         chunk_size: int = 256,
+        **download: Any,
     ):
         if url_column is not None and cache_dir is None:
             raise ConfigError("an HF source with url_column needs cache_dir for the downloaded images")
@@ -78,15 +74,7 @@ class HFSource:
         self.max_pixels = max_pixels
         self.chunk_size = chunk_size
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.downloader_options = dict(
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            max_bytes=max_bytes,
-            workers=workers,
-            user_agent=user_agent,
-            max_pixels=max_pixels,
-        )
+        self.downloader_options = downloader_options(max_pixels=max_pixels, **download)
         datasets = _import_datasets()
         if isinstance(dataset, (str, Path)):
             self._data = self._load(datasets, config_name, streaming)

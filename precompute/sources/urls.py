@@ -15,15 +15,15 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from precompute.errors import BadItem, DataError
-from precompute.images import DEFAULT_MAX_PIXELS
 from precompute.sources.base import Item, Skip
-from precompute.sources.download import DEFAULT_USER_AGENT, Downloader
+from precompute.sources.download import Downloader, downloader_options
 from precompute.sources.folder import IdGuard, caption_problem, clean_caption
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,9 @@ class UrlSource:
     ``duplicate-id``, ``bad-line`` (no id in ``id_column``), and the downloader's
     reasons (``bad-url``, ``http-<status>``, ``timeout``, ``connection-error``,
     ``not-an-image``, ``too-large``, ``undecodable``, ``truncated``...). Downloads are
-    cached under ``cache_dir`` so a re-run resumes without refetching.
+    cached under ``cache_dir`` so a re-run resumes without refetching. Further keyword
+    options go to the ``Downloader`` (``download.DOWNLOAD_OPTIONS``: ``timeout_s``,
+    ``retries``, ``workers``...).
     """
 
     name = "urls"
@@ -105,15 +107,9 @@ class UrlSource:
         url_column: str = "url",
         caption_column: str = "caption",
         id_column: str | None = None,
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        max_bytes: int = 20_000_000,
-        workers: int = 16,
-        user_agent: str = DEFAULT_USER_AGENT,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
         limit: int | None = None,
         chunk_size: int = 256,
+        **download: Any,
     ):
         self.path = Path(path)
         suffix = self.path.suffix.lower()
@@ -130,15 +126,7 @@ class UrlSource:
         self.url_column, self.caption_column, self.id_column = url_column, caption_column, id_column
         self.limit = limit
         self.chunk_size = chunk_size
-        self.downloader_options = dict(
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            max_bytes=max_bytes,
-            workers=workers,
-            user_agent=user_agent,
-            max_pixels=max_pixels,
-        )
+        self.downloader_options = downloader_options(**download)
         self.cache_dir = Path(cache_dir)
         self._row_count: int | None = None
         found = self._column_names()

@@ -6,7 +6,7 @@ test with false-discovery-rate control), firing frequencies, the delta histogram
 co-occurrence spectra; the null control (real half vs real half, and any generator
 marked ``control``) whose flags are false alarms by construction; across generators:
 the Pearson matrix of delta; for the
-concepts: a UMAP of the dictionary atoms (one layout for all models), caption-word
+concepts: a UMAP of the dictionary atoms (one layout for all models, ``analysis.umap_layout``), caption-word
 labels and, for the embedded world, the world concept each SAE concept detects best.
 Results are Parquet/JSON files in ``WORK/analyze`` that the build stage loads.
 """
@@ -26,14 +26,17 @@ from precompute.analysis.cooccurrence import eigenvector_alignment, epsilon_grid
 from precompute.analysis.datapoints import datapoint_scores
 from precompute.analysis.delta import FREQUENCY_SHARPENING, concept_stats, delta_histogram, pearson_matrix, sigmoid
 from precompute.analysis.energies import energy_histograms
-from precompute.analysis.labels import auroc_matrix, caption_label_evidence, chosen_labels
+from precompute.analysis.labels import caption_label_evidence, chosen_labels
 from precompute.analysis.neighbours import nearest_atoms
+from precompute.analysis.umap_layout import umap_layout
+from precompute.analysis.world_detection import world_concept_auroc, world_detection
 from precompute.config import WorldSourceConfig
+from precompute.encoders.lens import Lens
 from precompute.errors import BlindspotError
-from precompute.fileio import write_text_atomic
+from precompute.fileio import atomic_path, write_text_atomic
 from precompute.manifest import Manifest
 from precompute.stages.common import StageContext, digest_of
-from precompute.stages.encode import ENERGIES, Lens, cooccurrence, encode_store, maps_path
+from precompute.stages.encode import ENERGIES, cooccurrence, encode_store, maps_path, open_lens
 from precompute.stages.sample import ANNOTATIONS, ITEMS, sample_store
 
 EIGENVECTORS = 100
@@ -57,9 +60,8 @@ def energy_matrix(ctx: StageContext, lens_digest: str, source_id: str, n_items: 
 
 
 def _write(folder: Path, name: str, table: pa.Table) -> None:
-    temp = folder / f".{name}.part"
-    pq.write_table(table, temp)
-    temp.replace(folder / f"{name}.parquet")
+    with atomic_path(folder / f"{name}.parquet") as temp:
+        pq.write_table(table, temp)
 
 
 def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
@@ -67,7 +69,7 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
     from precompute.stages.images import image_sets
 
     config, analysis = ctx.config, ctx.config.analysis
-    lens = lens or Lens(ctx)
+    lens = lens or open_lens(ctx)
     folder = analyze_dir(ctx, lens.digest)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = Manifest("analyze", "all", analysis.model_dump(mode="json"))
@@ -288,55 +290,13 @@ def _vlm_labels(ctx: StageContext, lens: Lens, fired: np.ndarray) -> dict[int, s
 
 
 def world_auroc(ctx: StageContext, real: sp.csr_array) -> tuple[list[str], np.ndarray]:
-    """AUROC of every SAE concept's energy for every world concept, on the real images."""
-    from precompute.world import CONCEPTS
-
-    names = [c.name for c in CONCEPTS]
-    column = {n: i for i, n in enumerate(names)}
+    """AUROC of every SAE concept's energy for every world concept, on the real images (their annotations are
+    the sample stage's)."""
     sample = sample_store(ctx)
     items = sample.read("items", ITEMS)
-    position = dict(zip(items.column("item_id").to_pylist(), items.column("position").to_pylist()))
     notes = sample.read("annotations", ANNOTATIONS)
-    truth = np.zeros((real.shape[0], len(names)), dtype=bool)
-    truth[[position[i] for i in notes.column("item_id").to_pylist()],
-          [column[c] for c in notes.column("concept").to_pylist()]] = True
-    return names, auroc_matrix(real.toarray(), truth)
-
-
-WORLD_DETECTORS = 3  # SAE concepts kept per world concept in ``world_detection``
-
-
-def world_detection(names: list[str], auc: np.ndarray, keep: int = WORLD_DETECTORS) -> pa.Table:
-    """Per world concept, the SAE concepts that detect it best: rows (world_concept, rank, concept, auroc).
-
-    ``auc``: (SAE concepts, world concepts). The lens sees a world concept when some SAE
-    concept detects it; the evaluation's detectability table reads rank 0.
-    """
-    keep = min(keep, auc.shape[0])
-    order = np.argsort(-auc, axis=0, kind="stable")[:keep]  # (keep, world concepts)
-    rank, world = np.indices(order.shape)
-    return pa.table({"world_concept": pa.array(np.asarray(names, dtype=object)[world.ravel()], type=pa.string()),
-                     "rank": rank.ravel().astype(np.int32), "concept": order.ravel().astype(np.int32),
-                     "auroc": auc[order.ravel(), world.ravel()].astype(np.float64)})
-
-
-def umap_layout(atoms: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A 2-D UMAP of the dictionary atoms (cosine metric), one layout shared by all models.
-
-    Small dictionaries (fewer than ``SMALL_UMAP`` atoms) take the numpy UMAP of
-    ``precompute.analysis.umap_small``, which needs no JIT compilation; larger ones umap-learn.
-    """
-    if atoms.shape[0] < 4:
-        return np.zeros((atoms.shape[0], 2), dtype=np.float32)
-    from precompute.analysis.umap_small import SMALL_UMAP, small_umap
-
-    if atoms.shape[0] < SMALL_UMAP:
-        return small_umap(atoms, n_neighbors=15, min_dist=0.1, seed=seed)
-    import umap
-
-    reducer = umap.UMAP(n_neighbors=min(15, atoms.shape[0] - 1), min_dist=0.1, metric="cosine",
-                        random_state=seed, n_jobs=1)
-    return reducer.fit_transform(atoms).astype(np.float32)
+    return world_concept_auroc(real, items.column("item_id").to_pylist(), items.column("position").to_pylist(),
+                               notes.column("item_id").to_pylist(), notes.column("concept").to_pylist())
 
 
 def analysis_digest(ctx: StageContext, lens_digest: str) -> str:

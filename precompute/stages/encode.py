@@ -27,12 +27,13 @@ import torch
 
 from precompute.analysis.cooccurrence import Cooccurrence
 from precompute.errors import ConfigError
+from precompute.fileio import atomic_path
 from precompute.manifest import Manifest
-from precompute.stages.common import StageContext, digest_of, file_digest
+from precompute.encoders.lens import Lens
+from precompute.stages.common import StageContext, digest_of, file_digest, resolve_device
 from precompute.stages.images import ImageSet, image_sets
 from precompute.stages.shards import ShardStore
-from precompute.stages.common import resolve_device
-from precompute.stages.train import jpeg_quality, load_images, sae_path
+from precompute.stages.train import jpeg_quality, sae_path
 
 ENERGIES = pa.schema([("position", pa.int64()), ("concept", pa.int32()), ("energy", pa.float32())])
 CANDIDATES = pa.schema([("concept", pa.int32()), ("position", pa.int64()), ("score", pa.float32())])
@@ -40,7 +41,6 @@ MAPS = pa.schema([
     ("source_id", pa.string()), ("concept", pa.int32()), ("position", pa.int64()),
     ("scale", pa.float32()), ("heatmap", pa.binary()),
 ])
-CODE_CHUNK = 2 ** 24  # codes held densely at once (tokens x concepts), about 64 MB of float32
 
 
 def lens_digest(ctx: StageContext) -> str:
@@ -63,63 +63,19 @@ def lens_dir(ctx: StageContext, digest: str) -> Path:
     return ctx.work / "encode" / digest
 
 
-class Lens:
-    """The output lens: an energy model and an SAE, checked against each other once."""
+def open_lens(ctx: StageContext) -> Lens:
+    """The run's output lens: its config's energy model and SAE (the given one, the shipped one for
+    ``encode.sae = "world"``, or the one the train stage trained), keyed by ``lens_digest``."""
+    from precompute.sae import load_sae
 
-    def __init__(self, ctx: StageContext):
-        from precompute.sae import load_sae
-
-        encode = ctx.config.encode
-        device = resolve_device(encode.device)
-        self.model = ctx.energy_model()
-        path = sae_path(ctx)
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"no output-lens SAE at {path}: give encode.sae or run the train stage first")
-        self.sae = load_sae(path, device=device).eval()
-        if self.sae.input_dim != self.model.dim:
-            raise ConfigError(f"the SAE at {path} takes tokens of dimension {self.sae.input_dim}, but the energy "
-                              f"model {encode.energy_model!r} gives tokens of dimension {self.model.dim}")
-        self.patch_mask = self.model.patch_mask
-        self.patch_only = encode.patch_tokens_only
-        self.batch_size = encode.batch_size
-        self.jpeg_quality = jpeg_quality(encode)
-        self.digest = lens_digest(ctx)
-
-    @classmethod
-    def from_parts(cls, model, sae, patch_tokens_only: bool, batch_size: int = 64) -> Lens:
-        """A lens from a loaded energy model and SAE (the steering service measures its images with the atlas's)."""
-        if sae.input_dim != model.dim:
-            raise ConfigError(f"the output-lens SAE takes tokens of dimension {sae.input_dim}, but the energy "
-                              f"model {model.name!r} gives tokens of dimension {model.dim}")
-        lens = cls.__new__(cls)
-        lens.model, lens.sae = model, sae.eval()
-        lens.patch_mask, lens.patch_only = model.patch_mask, patch_tokens_only
-        lens.batch_size, lens.digest, lens.jpeg_quality = batch_size, "", None
-        return lens
-
-    @property
-    def n_concepts(self) -> int:
-        return self.sae.n_concepts
-
-    def energy(self, codes: torch.Tensor) -> torch.Tensor:
-        """(b, tokens, K) codes -> (b, K) energies: the sum over all tokens (the paper's code), or patches only."""
-        return (codes[:, self.patch_mask] if self.patch_only else codes).sum(1)
-
-    def energies(self, paths: list[Path]) -> torch.Tensor:
-        """(images, K) energies of image files, as the encode stage computes them."""
-        energy = torch.zeros(len(paths), self.n_concepts)
-        for first, codes in self.codes(paths):
-            energy[first:first + codes.shape[0]] = self.energy(codes)
-        return energy
-
-    def codes(self, paths: list[Path]):
-        """Yield (first image index, codes (b, tokens, K) float32 on CPU) over ``paths`` in small chunks."""
-        per_image = max(1, CODE_CHUNK // (self.model.n_tokens * self.n_concepts))
-        for start in range(0, len(paths), self.batch_size):
-            tokens = self.model.encode(load_images(paths[start:start + self.batch_size], self.jpeg_quality)).tokens
-            for offset in range(0, tokens.shape[0], per_image):
-                chunk = tokens[offset:offset + per_image]
-                yield start + offset, self.sae.encode_codes(chunk.to(self.sae.W_enc.dtype)).float().cpu()
+    encode = ctx.config.encode
+    path = sae_path(ctx)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"no output-lens SAE at {path}: give encode.sae or run the train stage first")
+    model = ctx.energy_model()
+    sae = load_sae(path, device=resolve_device(encode.device))
+    return Lens(model, sae, encode.patch_tokens_only, encode.batch_size, jpeg_quality(encode), lens_digest(ctx),
+                sae_source=f"the SAE at {path}", model_name=encode.energy_model)
 
 
 def _shard_rows(image_set: ImageSet) -> dict[int, list[int]]:
@@ -163,7 +119,7 @@ def encode_store(ctx: StageContext, lens_digest: str, source_id: str) -> ShardSt
 
 def run_encode(ctx: StageContext, lens: Lens | None = None) -> list[dict]:
     """Encode every image set; then pick exemplars and their heatmaps. Return the manifests."""
-    lens = lens or Lens(ctx)
+    lens = lens or open_lens(ctx)
     keep = ctx.config.encode.exemplars
     manifests = []
     sets = image_sets(ctx)
@@ -250,6 +206,5 @@ def _exemplar_maps(ctx: StageContext, lens: Lens, sets: list[ImageSet], keep: in
                     rows["scale"] += scale.tolist()
                     rows["heatmap"] += [q.tobytes() for q in quantised]
                 advance(codes.shape[0])
-    temp = out.with_suffix(".part")
-    pq.write_table(pa.table(rows, schema=MAPS), temp)
-    temp.replace(out)
+    with atomic_path(out) as temp:
+        pq.write_table(pa.table(rows, schema=MAPS), temp)

@@ -25,7 +25,7 @@ import torch
 
 from precompute.config import GeneratorConfig, InternalConfig
 from precompute.errors import BlindspotError, ConfigError
-from precompute.fileio import write_text_atomic
+from precompute.fileio import atomic_path, write_text_atomic
 from precompute.internal.attribution import ProbeSettings, attribute
 from precompute.internal.codes import PooledCodes, feature_maps, pool_codes, train_internal_sae
 from precompute.internal.minority import greedy_nms, minority_scores, quantise_maps, top_images
@@ -114,9 +114,8 @@ def _capture_grid(counts: torch.Tensor, generator: GeneratorConfig) -> tuple[int
 
 
 def _write(folder: Path, name: str, table: pa.Table) -> None:
-    temp = folder / f".{name}.part"
-    pq.write_table(table, temp)
-    temp.replace(folder / f"{name}.parquet")
+    with atomic_path(folder / f"{name}.parquet") as temp:
+        pq.write_table(table, temp)
 
 
 def _run_target(ctx: StageContext, target: Target, lens: str | None) -> dict:

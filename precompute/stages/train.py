@@ -13,30 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from precompute.config import EncodeConfig
-from precompute.images import jpeg_roundtrip
+from precompute.images import load_images
 from precompute.manifest import Manifest
 from precompute.stages.common import StageContext, digest_of, resolve_device
 from precompute.stages.images import image_sets
 
 TOKEN_SHARD = 200_000
-
-
-def load_images(paths: list[Path], jpeg_quality: int | None = None) -> list[Image.Image]:
-    """The stored images at ``paths`` as RGB, each after a JPEG round trip of ``jpeg_quality`` when one is given.
-
-    The round trip is ``encode.jpeg_roundtrip``: the paper's code encodes its real and
-    generated images from ``.jpg`` files.
-    """
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-        images.append(rgb if jpeg_quality is None else jpeg_roundtrip(rgb, jpeg_quality))
-    return images
 
 
 def jpeg_quality(encode: EncodeConfig) -> int | None:

@@ -248,11 +248,6 @@ class Scene:
         return getattr(self, family)
 
 
-def family_of(name: str) -> str:
-    """Family of a concept name (``ConfigError`` with suggestions if unknown)."""
-    return concept(name).family
-
-
 def _check_fixed(fixed: Mapping[str, object]) -> None:
     for key, value in fixed.items():
         if key == EXTRAS_FAMILY:

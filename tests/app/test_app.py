@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -27,11 +29,21 @@ def test_overview_page_shows_sources_stages_and_pairs(client):
 
 
 def test_json_twin_matches_the_page_data(client):
-    data = client.get("/api/overview", params={"offset": 30, "limit": 5}).json()
+    params = {"offset": 30, "limit": 5}
+    data = client.get("/api/overview", params=params).json()
     assert data["n_items"] == 40
     assert [p["position"] for p in data["pairs"]] == [30, 31, 32, 33, 34]
     assert set(data["pairs"][0]["images"]) == {"real", "planted-a", "plain"}
     assert {e["concept"] for e in data["planted_effects"]} == {"star", "shadow"}
+    # the page at the same offset shows the same pairs, in the same order, with the same images
+    page = client.get("/", params=params)
+    assert page.status_code == 200
+    html = page.text
+    assert re.findall(r'<tr class="pair" data-item="([^"]+)"', html) == [p["item_id"] for p in data["pairs"]]
+    shown = re.findall(r'<img src="/([^"]+)" alt="[^"]* image of ', html)
+    assert shown == [p["images"][s["source_id"]]["path"] for p in data["pairs"] for s in data["sources"]
+                     if s["source_id"] in p["images"]]
+    assert f'{data["n_items"]} image-caption pairs' in html
 
 
 def test_images_are_served_and_confined_to_the_atlas(client):

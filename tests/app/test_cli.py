@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -16,9 +17,25 @@ from PIL import Image
 from app.cli import cli, demo_config_path
 from tests.backend.test_atlas_verify import DAMAGES
 
-COMMANDS = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"], ["sae"],
-            ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"], ["eval", "stability"],
-            ["world", "train-encoder"], ["world", "train-generator"], ["world", "train-lens"], ["eval", "steer"]]
+# The commands the README documents; the tree the CLI really has must be exactly these.
+DOCUMENTED = [[], ["demo"], ["precompute"], ["generate"], ["serve"], ["world"], ["world", "sample"], ["sae"],
+              ["sae", "train"], ["sae", "import-rasae"], ["eval"], ["eval", "world"], ["eval", "stability"],
+              ["world", "train-encoder"], ["world", "train-generator"], ["world", "train-lens"], ["eval", "steer"]]
+
+
+def command_tree(group: click.Group, path: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and group under ``group``, as the argument lists that name them."""
+    found = [list(path)]
+    for name, command in group.commands.items():
+        found += command_tree(command, (*path, name)) if isinstance(command, click.Group) else [[*path, name]]
+    return found
+
+
+COMMANDS = command_tree(cli)
+
+
+def test_the_command_tree_is_the_documented_one():
+    assert sorted(COMMANDS) == sorted(DOCUMENTED)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "blindspot")
@@ -142,8 +159,8 @@ def test_install_hints_print_literally(monkeypatch, capsys):
 
 
 def test_eval_steer_help_states_the_defaults_it_runs_with():
-    from backend.internal import PROBE_FLOOR
-    from backend.steering_inputs import DEFAULT_STRENGTH
+    from backend.views.internal import PROBE_FLOOR
+    from backend.steering.inputs import DEFAULT_STRENGTH
 
     shown = " ".join(CliRunner().invoke(cli, ["eval", "steer", "--help"]).output.split())
     assert f"(default {PROBE_FLOOR:g})" in shown

@@ -15,7 +15,7 @@ from app.cli import cli
 from app.main import create_app
 from app.settings import Settings
 from backend.atlas import Atlas
-from backend.steering import SteeringBusy
+from backend.steering.service import SteeringBusy
 from tests.conftest import one_torch_thread
 
 pytestmark = pytest.mark.slow
@@ -101,8 +101,8 @@ def test_eval_steer_reports_attributed_against_random_features(internal_atlas):
 
 
 def test_eval_steer_lists_a_steer_past_its_time_limit_and_goes_on(internal_atlas, monkeypatch):
-    from backend.steer_eval import SteerEvalSettings, SteerEvaluation
-    from backend.steering import SteeringService
+    from backend.steering.evaluation import SteerEvalSettings, SteerEvaluation
+    from backend.steering.service import SteeringService
 
     settings = SteerEvalSettings(concepts=2, features=2, prompts=2, min_auroc=0.0, strength=1.5, doses=(0.5,),
                                  max_delta=MAX_DELTA)
@@ -264,7 +264,7 @@ def test_a_sweep_measures_the_dose_response_beside_random_features(client):
 
 
 def test_a_sweep_in_progress_polls_itself_and_a_slow_steer_fails_without_a_503(client, monkeypatch):
-    from backend.steering_inputs import SteeringLimits
+    from backend.steering.inputs import SteeringLimits
 
     service = client.app.state.steering["world-model"]
     monkeypatch.setattr(service, "limits", SteeringLimits(timeout_s=LIMIT_S))
@@ -305,7 +305,7 @@ def test_a_bad_sweep_is_refused_with_the_reason(client, params, message):
 
 
 def test_the_panel_proposes_a_concepts_features_or_says_why_not(client, monkeypatch):
-    import backend.steer_page
+    import backend.steering.page
 
     concept = proposed_concept(client)
     panel = client.get("/steer", params={"generator": "world-model", "concept": str(concept["concept"]),
@@ -317,8 +317,8 @@ def test_the_panel_proposes_a_concepts_features_or_says_why_not(client, monkeypa
     assert [int(p.split(":")[0]) for p in features.split(",")] == expected
     assert re.search(r'id="steer-sweep".*?hx-get="/steer/sweep\?', panel.text, re.S)
     # the same concept under a floor above its probe's AUROC: nothing is proposed, and the panel says why
-    original = backend.steer_page.steer_proposal
-    monkeypatch.setattr(backend.steer_page, "steer_proposal",
+    original = backend.steering.page.steer_proposal
+    monkeypatch.setattr(backend.steering.page, "steer_proposal",
                         lambda atlas, generator, c: original(atlas, generator, c, floor=concept["auroc"] + 0.01))
     refused = client.get("/steer", params={"generator": "world-model", "concept": str(concept["concept"])})
     assert "No features proposed" in refused.text and "below the floor" in refused.text

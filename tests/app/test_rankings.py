@@ -11,7 +11,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from backend.rankings import to_csv
+from backend.views.rankings import to_csv
 from tests.app.charts import app_client, query
 
 HX = {"HX-Request": "true"}

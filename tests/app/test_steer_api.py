@@ -10,8 +10,8 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from backend.steering import SteeringService
-from backend.steering_inputs import SteeringLimits
+from backend.steering.atlas import service_for
+from backend.steering.inputs import SteeringLimits
 from tests.conftest import build_atlas, one_torch_thread
 from tests.steering_support import add_internal_lens, steerable_config, world_captions
 
@@ -94,7 +94,7 @@ def test_a_full_queue_answers_429_with_retry_after(steerable_atlas):
 
     async def scenario(client, app):
         app.state.steering["world-model"].close()
-        service = SteeringService.from_atlas(app.state.atlas, "world-model", limits=SteeringLimits(queue_size=1))
+        service = service_for(app.state.atlas, "world-model", limits=SteeringLimits(queue_size=1))
         app.state.steering["world-model"] = service
         original = service._run
 

@@ -6,9 +6,9 @@ from urllib.parse import quote
 
 import pytest
 
-from backend import internal
 from backend.atlas import Atlas, NotFound
-from backend.steer_eval import control_features
+from backend.steering.evaluation import control_features
+from backend.views import internal
 from precompute.errors import BlindspotError
 
 slow = pytest.mark.slow

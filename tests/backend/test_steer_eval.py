@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from backend.steer_eval import Outcome, Plan, SteerEvalSettings, Steer, dose_response, report, summary
+from backend.steering.evaluation import Outcome, Plan, SteerEvalSettings, Steer, dose_response, report, summary
 
 
 def outcome(arm, strength, baseline, steered, others, concept=4, seed=0, reason=None):

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from backend.atlas import NotFound
-from backend.internal import NoInternalLens
-from backend.steering import SteeringBusy, SteeringParts, SteeringService, SteeringTimeout
-from backend.steering_inputs import SteeringInputError, SteeringLimits
+from backend.steering.atlas import service_for
+from backend.steering.inputs import SteeringInputError, SteeringLimits
+from backend.steering.service import SteeringBusy, SteeringParts, SteeringService, SteeringTimeout
+from backend.views.internal import NoInternalLens
 from precompute.config import WorldModelGeneratorConfig
 from tests.conftest import build_atlas, one_torch_thread
 from tests.steering_support import POINT, activation_scale, add_internal_lens, steerable_config, world_captions
@@ -239,15 +240,15 @@ def test_images_are_served_only_from_the_cache_by_key(service, key):
 
 def test_from_atlas_needs_an_internal_lens(world_atlas):
     with pytest.raises(NoInternalLens, match="no internal lens"):
-        SteeringService.from_atlas(world_atlas)
+        service_for(world_atlas)
 
 
 def test_from_atlas_reads_the_contract_layout(tmp_path, world_internal_sae, world_output_sae):
     atlas = add_internal_lens(build_atlas(tmp_path / "atlas", steerable_config()), world_internal_sae,
                               world_output_sae)
     with pytest.raises(NotFound, match="no internal lens for generator 'nope'"):
-        SteeringService.from_atlas(atlas, "nope")
-    service = SteeringService.from_atlas(atlas)
+        service_for(atlas, "nope")
+    service = service_for(atlas)
     assert service.generator == "world-model" and service.parts.point == POINT
     assert service.cache == tmp_path / "atlas.cache" / "steer"
     assert service.default_size() == (32, 32)

@@ -23,10 +23,12 @@ def test_delta_in_the_atlas_is_the_papers_formula_over_the_stored_energies(lens_
     recomputed = dict(rows(lens_atlas, f"""
         WITH sums AS (SELECT i.source_id, e.concept, sum(e.energy) / {LENS_ITEMS}.0 AS mean
                       FROM energies e JOIN images i USING (image_id) GROUP BY ALL)
-        SELECT g.concept, 1 / (1 + exp(-(g.mean - coalesce(r.mean, 0)) / ?))
-        FROM sums g LEFT JOIN sums r ON r.concept = g.concept AND r.source_id = 'real'
-        WHERE g.source_id = 'planted'""", [temperature]))
+        SELECT c.concept, 1 / (1 + exp(-(coalesce(g.mean, 0) - coalesce(r.mean, 0)) / ?))
+        FROM concepts c LEFT JOIN sums g ON g.concept = c.concept AND g.source_id = 'planted'
+        LEFT JOIN sums r ON r.concept = c.concept AND r.source_id = 'real'""", [temperature]))
     stored = dict(rows(lens_atlas, "SELECT concept, delta FROM concept_stats WHERE source_id = 'planted'"))
+    # every concept of the lens is compared, and each stored delta has its recomputed twin
+    assert len(stored) == 48 and set(recomputed) == set(stored)
     for concept, delta in recomputed.items():
         assert stored[concept] == pytest.approx(delta, rel=1e-4, abs=1e-9)
     # the paper's flags are the thresholds; the atlas's need the test too, so they are never looser

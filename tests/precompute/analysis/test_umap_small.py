@@ -7,7 +7,7 @@ import pytest
 from sklearn.manifold import trustworthiness
 
 from precompute.analysis.umap_small import fit_ab, fuzzy_graph, small_umap
-from precompute.stages.analyze import umap_layout
+from precompute.analysis.umap_layout import umap_layout
 
 
 def clustered(seed: int = 0, clusters: int = 8, per: int = 8, dim: int = 128):

@@ -15,10 +15,11 @@ from precompute.encoders import load_energy_model
 from precompute.images import jpeg_roundtrip
 from precompute.sae import build_sae
 from precompute.stages.common import StageContext
-from precompute.stages.encode import Lens, lens_digest
+from precompute.encoders.lens import Lens
+from precompute.stages.encode import lens_digest, open_lens
 from precompute.stages.images import image_sets
 from precompute.stages.sample import run_sample, sample_store
-from precompute.stages.train import load_images
+from precompute.images import load_images
 from tests.conftest import one_torch_thread, silent_progress
 
 
@@ -87,10 +88,10 @@ def test_the_lens_encodes_both_sides_after_the_round_trip_when_asked(tmp_path):
     jpeg = folder_run(tmp_path / "jpeg", image, energy_model="world", sae=str(sae_dir), jpeg_roundtrip=True)
     paths = image_sets(jpeg)[0].paths
     assert lens_digest(plain) != lens_digest(jpeg)  # a lens of its own: outputs are never mixed
-    lens = Lens(jpeg)  # real and generated images both go through Lens.codes
+    lens = open_lens(jpeg)  # real and generated images both go through Lens.codes
     energies = lens.energies(paths)
     roundtripped = tmp_path / "roundtripped.png"
     jpeg_roundtrip(image).save(roundtripped)
     without = Lens.from_parts(world, lens.sae, False)  # the same energy model and SAE, no round trip
     torch.testing.assert_close(energies, without.energies([roundtripped]), rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(energies, Lens(plain).energies(paths))
+    assert not torch.allclose(energies, open_lens(plain).energies(paths))

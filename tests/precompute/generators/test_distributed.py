@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from precompute.generators.distributed import ProcessSlot, current_slot, main
+from precompute.generators.distributed import ProcessSlot, current_slot
+from precompute.stages.distributed import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,7 +72,7 @@ def test_one_and_two_processes_give_identical_images_and_activations(tiny_sd, tm
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "precompute.generators.distributed", str(config), str(tmp_path / "two"), "--shard-size", "2", "--quiet"],
+         "-m", "precompute.stages.distributed", str(config), str(tmp_path / "two"), "--shard-size", "2", "--quiet"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]

@@ -26,11 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -41,10 +39,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.atlas import Atlas, NotFound
-from backend.steering_inputs import SteeringInputError, SteeringLimits, SteerRequest, cache_key, validate_request
+from backend.atlas import NotFound
+from backend.steering.inputs import SteeringInputError, SteeringLimits, SteerRequest, cache_key, validate_request
 from precompute.config import DiffusersGeneratorConfig, WorldModelGeneratorConfig
-from precompute.errors import ConfigError
+from precompute.errors import BlindspotError, ConfigError
+from precompute.fileio import write_text_atomic
+from precompute.images import save_png
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,24 @@ KEY_LENGTH = 32
 LARGEST_CHANGES = 5  # concepts listed by how much their energy moved
 
 
-class SteeringBusy(Exception):
-    """The queue is full; try again in ``retry_after`` seconds (answered 429)."""
+class SteeringBusy(BlindspotError):
+    """The queue is full; try again in ``retry_after`` seconds (answered 429 with ``Retry-After``)."""
+
+    status = 429
 
     def __init__(self, retry_after: int, waiting: int | None = None):
         queued = f" ({waiting} waiting, one generating)" if waiting is not None else ""
         super().__init__(f"the steering queue is full{queued}; retry in {retry_after} s")
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class SteeringUnavailable(BlindspotError):
+    """The atlas cannot steer: no internal lens, or a generator whose weights are gone (answered 409)."""
+
+    status = 409
 
 
 UNMEASURED_RETRY_S = 1  # Retry-After before a single denoising step has been timed (the models are loading)
@@ -74,8 +85,10 @@ class JobProgress:
     first_step_at: float | None = None
 
 
-class SteeringTimeout(TimeoutError):
-    """A request ran past the service's time limit and was stopped."""
+class SteeringTimeout(BlindspotError, TimeoutError):
+    """A request ran past the service's time limit and was stopped (answered 503)."""
+
+    status = 503
 
 
 @dataclass(frozen=True)
@@ -111,12 +124,6 @@ def sae_width(folder: Path, what: str) -> int:
         raise ConfigError(f"no usable {what} SAE at {folder}: {type(exc).__name__}: {exc}") from None
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    write(temp)
-    os.replace(temp, path)
-
-
 def _sparse(energy: torch.Tensor) -> dict[str, list]:
     """An image's energy vector as its non-zeros: ``{"concepts": [...], "energies": [...]}``."""
     concepts = energy.nonzero().flatten()
@@ -150,16 +157,6 @@ class SteeringService:
         self._load_lock = threading.Lock()
         self._closed = False
         self._seconds_per_job = 5.0  # running mean of a whole request, for a sweep's estimate
-
-    # -- construction from an atlas ------------------------------------------------------
-
-    @classmethod
-    def from_atlas(cls, atlas: Atlas | Path, generator: str | None = None, *, cache: Path | None = None,
-                   limits: SteeringLimits | None = None, device: str = "auto") -> SteeringService:
-        """The service for ``generator`` of an atlas with an internal lens (``atlas_info.internal``)."""
-        from backend.steering_atlas import atlas_parts
-
-        return cls(atlas_parts(atlas, generator, cache=cache, device=device), limits)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -214,7 +211,7 @@ class SteeringService:
     def identity(self) -> str:
         """What the cached images depend on besides the request: generator, SAEs, lens (by content)."""
         if self._identity is None:
-            from precompute.stages.common import file_digest, weights_identity
+            from precompute.digests import file_digest, weights_identity
 
             generator = self.parts.generator
             if isinstance(generator, WorldModelGeneratorConfig):
@@ -323,7 +320,7 @@ class SteeringService:
             import diffusers  # noqa: F401
 
             import precompute.encoders
-            import precompute.stages.encode  # noqa: F401
+            import precompute.encoders.lens  # noqa: F401
         except Exception:
             log.exception("steering %s: importing the model libraries failed", self.generator)
         while (job := self._queue.get()) is not None:
@@ -371,8 +368,8 @@ class SteeringService:
         from precompute.generators.registry import load_diffusers, load_world_model
         from precompute.progress import quiet_library_bars
         from precompute.sae import load_sae
-        from precompute.stages.common import resolve_device
-        from precompute.stages.encode import Lens
+        from precompute.devices import resolve_device
+        from precompute.encoders.lens import Lens
 
         started = time.perf_counter()
         quiet_library_bars()
@@ -428,13 +425,13 @@ class SteeringService:
             image = self._generate(pipeline, request)
         generated = time.perf_counter() - started
         png = self.cache / f"{key}.png"
-        _write_atomic(png, lambda path: image.save(path, format="PNG"))
+        save_png(image, png)
         energy = models["lens"].energies([png])[0]
         measured = time.perf_counter() - started - generated
         record = {"key": key, "energies": _sparse(energy), "generate_s": round(generated, 4),
                   "measure_s": round(measured, 4)}
         self._timed(generated / request.steps, measured)
-        _write_atomic(self.cache / f"{key}.json", lambda path: path.write_text(json.dumps(record)))
+        write_text_atomic(self.cache / f"{key}.json", json.dumps(record))
         return record
 
     def _timed(self, step_s: float, measure_s: float) -> None:

@@ -110,7 +110,7 @@ def nearest_list(neighbours: Sequence[dict[str, Any]], model: str) -> Markup:
 
 
 def card_parts(card: dict[str, Any]) -> dict[str, Markup]:
-    """Every repeated part of ``card`` (``backend.concepts.concept_card``), for ``_concept_card.html``."""
+    """Every repeated part of ``card`` (``backend.views.concept.concept_card``), for ``_concept_card.html``."""
     model, quad, exemplars, partners = card["model"], card["quad"], card["exemplars"], card["cooccurring"]
     thresholds = card["thresholds"]
     return {

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import math
 
-import io
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from backend import svg
 from backend.atlas import NotFound
-from backend.cards import STAT_COLUMNS, CardIndex
 from backend.explorer import Explorer
-from backend.internal import steer_proposal
+from backend.heatmaps import heat_png
 from backend.query import BadQuery
+from backend.views.concept_html import card_parts
+from backend.views.concept_index import STAT_COLUMNS, CardIndex, card_label, cooccurring
+from backend.views.internal import steer_proposal
 from precompute.analysis.examples import BANDS
 
-# Heatmap colours (inferno anchors); alpha follows the activation, so where the concept is absent the image shows.
-HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=float)
 
 
 def heatmap_url(source_id: str, concept: int, item_id: str) -> str:
@@ -80,20 +79,8 @@ def energy_histogram(index: CardIndex, concept: int, model: str) -> dict[str, An
             "fires": {"real": float(shares["real"].sum()), "generated": float(shares[model].sum())}}
 
 
-def _label(index: CardIndex, users: dict[int, str], concept: int) -> str:
-    return users.get(concept) or index.labels[concept]
-
-
-def cooccurring(index: CardIndex, users: dict[int, str], concept: int, model: str,
-                top: int = 10) -> dict[str, list[dict[str, Any]]]:
-    """The concept's top co-occurrence partners in the real images and in ``model``'s (``concept_partners``)."""
-    return {side: [{"concept": c, "weight": w, "label": _label(index, users, c)}
-                   for c, w in index.partners[source].row(concept)[:top]]
-            for side, source in (("real", "real"), ("generated", model))}
-
-
 def _nearest(index: CardIndex, users: dict[int, str], concept: int) -> dict[str, Any]:
-    return {"concepts": [{"concept": c, "cosine": cosine, "label": _label(index, users, c)}
+    return {"concepts": [{"concept": c, "cosine": cosine, "label": card_label(index, users, c)}
                          for c, cosine in index.neighbours.row(concept)]}
 
 
@@ -204,15 +191,10 @@ def heatmap_png(explorer: Explorer, source_id: str, concept: int, item_id: str) 
     return heat_png(found[0])
 
 
-def heat_png(row: dict[str, Any]) -> bytes:
-    """A stored heatmap row (``heatmap`` uint8 row-major bytes, ``grid_rows``, ``grid_cols``) as an RGBA PNG:
-    colour from the HEAT ramp, alpha the activation itself."""
-    grid = np.frombuffer(bytes(row["heatmap"]), dtype=np.uint8).reshape(row["grid_rows"], row["grid_cols"])
-    position = grid.astype(float) / 255 * (len(HEAT) - 1)
-    anchors = np.arange(len(HEAT))
-    rgb = np.stack([np.interp(position, anchors, HEAT[:, c]) for c in range(3)], axis=-1)
-    rgba = np.concatenate([rgb, grid[..., None].astype(float)], axis=-1).round().astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(rgba).save(out, format="PNG")
-    return out.getvalue()
-
+def card_page_data(card: dict[str, Any]) -> dict[str, Any]:
+    """The card plus its server-rendered parts: the activation histogram (an SVG) and the repeated ones."""
+    histogram = card["histogram"]
+    percent = {"real": [100 * v for v in histogram["real"]], card["model"]: [100 * v for v in histogram["generated"]]}
+    chart = svg.histogram(histogram["edges"], percent, x_label="energy (sum of codes over the image's tokens)",
+                          y_label="% of images", title="activation where the concept fires")
+    return {"card": card, "histogram_svg": chart, "parts": card_parts(card)}

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from typing import Any
 
 from backend.atlas import Atlas, NotFound
+from backend.heatmaps import heat_png
 from precompute.errors import BlindspotError
 
 ATTRIBUTED_CONCEPTS = 10  # concepts listed on a feature's card, most attributed first
@@ -26,6 +27,7 @@ RANKING_THUMBNAILS = 3  # top generated images shown per feature in the minority
 
 
 class NoInternalLens(BlindspotError):
+    status = 409
     """The atlas was built without the internal lens (answered 409: the atlas, not the request, lacks it)."""
 
 
@@ -132,7 +134,7 @@ def steer_proposal(atlas: Atlas, generator: str, concept: int, count: int = PROP
     with the reason, when no probe was fitted, its held-out AUROC is below ``floor``, or no
     feature raises the concept.
     """
-    from backend.steering_inputs import DEFAULT_STRENGTH
+    from backend.steering.inputs import DEFAULT_STRENGTH
 
     if direction is None:
         flags = atlas.rows("SELECT exaggerated FROM concept_stats WHERE source_id = ? AND concept = ?",
@@ -177,8 +179,6 @@ def scored_features(atlas: Atlas, generator: str) -> list[int]:
 
 def heatmap_png(atlas: Atlas, generator: str, feature: int, item_id: str) -> bytes:
     """A feature's spatial map on one of its exemplars, as the concept cards' heatmap PNG (alpha = activation)."""
-    from backend.concepts import heat_png
-
     generator, _ = resolve_generator(atlas, generator)
     found = atlas.rows("SELECT grid_rows, grid_cols, heatmap FROM internal_heatmaps "
                        "WHERE source_id = ? AND feature = ? AND item_id = ?", [generator, feature, item_id])

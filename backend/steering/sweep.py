@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from backend.steer_eval import ARMS, Outcome, Steer, control_features, dose_response, run_steers, summary
-from backend.steering import SteeringBusy, SteeringService
-from backend.steering_inputs import SteerRequest, cache_key
+from backend.steering.evaluation import ARMS, Outcome, Steer, control_features, dose_response, run_steers, summary
+from backend.steering.inputs import SteerRequest, cache_key
+from backend.steering.service import SteeringBusy, SteeringService
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0)  # multiples of the form's strengths
 SWEEP_SEEDS = 2

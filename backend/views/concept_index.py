@@ -169,3 +169,16 @@ class LazyCardIndex:
         thread = threading.Thread(target=read, name="card-index", daemon=True)
         thread.start()
         return thread
+
+
+def card_label(index: CardIndex, users: dict[int, str], concept: int) -> str:
+    """A concept's label on a card: the user's own, else the atlas's."""
+    return users.get(concept) or index.labels[concept]
+
+
+def cooccurring(index: CardIndex, users: dict[int, str], concept: int, model: str,
+                top: int = 10) -> dict[str, list[dict[str, Any]]]:
+    """The concept's top co-occurrence partners in the real images and in ``model``'s (``concept_partners``)."""
+    return {side: [{"concept": c, "weight": w, "label": card_label(index, users, c)}
+                   for c, w in index.partners[source].row(concept)[:top]]
+            for side, source in (("real", "real"), ("generated", model))}

@@ -9,11 +9,11 @@ strength; add-mode strengths are multiples of each feature's typical activation)
 ``start``/``stop`` bound the steered denoising steps (both or neither); ``concept``
 (repeatable or comma-separated) names the output-lens concepts whose energy is
 measured, the first being the target. Without features, the target concept's proposal
-fills them (``backend.internal.steer_proposal``), or the panel says why there is none;
+fills them (``backend.views.internal.steer_proposal``), or the panel says why there is none;
 without a prompt, the caption of the real image that shows the target most is
 proposed, as ``eval steer`` does. ``sweep=true`` adds the dose-response beside a
-random-feature control (``backend.steer_sweep``). Values are checked by the steering
-service (``backend.steering_inputs``); this module only turns text into the service's
+random-feature control (``backend.steering.sweep``). Values are checked by the steering
+service (``backend.steering.inputs``); this module only turns text into the service's
 fields and says which part of the text it could not read.
 """
 
@@ -23,12 +23,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from backend.atlas import Atlas
-from backend.internal import scored_features, steer_proposal
-from backend.steer_eval import ARMS, concept_prompts, live_concepts
-from backend.steer_sweep import SWEEP_FACTORS, SweepJob, sweep_board, sweep_spec
-from backend.steering import SteeringService
-from backend.steering_inputs import DEFAULT_STRENGTH, SteeringInputError
+from backend.steering.evaluation import ARMS, concept_prompts, live_concepts
+from backend.steering.inputs import DEFAULT_STRENGTH, SteeringInputError
+from backend.steering.service import SteeringService
+from backend.steering.sweep import SWEEP_FACTORS, SweepJob, sweep_board, sweep_spec
 from backend.svg import lines
+from backend.views.internal import scored_features, steer_proposal
 SERIES = {"attributed": "proposed features", "control": "random features"}  # the sweep chart's lines
 TITLE_CHARS = 60  # a longer title would run past the chart's width
 FIELDS = ("generator", "prompt", "features", "mode", "seed", "steps", "guidance", "start", "stop", "concept",

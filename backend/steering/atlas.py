@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from backend.atlas import Atlas, NotFound
-from backend.internal import internal_lenses
-from backend.steering import SteeringParts, SteeringService
-from backend.steering_inputs import SteeringInputError
+from backend.steering.inputs import SteeringInputError, SteeringLimits
+from backend.steering.service import SteeringParts, SteeringService, sae_width
+from backend.views.internal import internal_lenses
 from precompute.config import DiffusersGeneratorConfig, WorldModelGeneratorConfig, WorldSourceConfig, parse_config
 from precompute.errors import AtlasError, BlindspotError
 
@@ -65,8 +65,6 @@ def atlas_parts(atlas: Atlas | Path, generator: str | None = None, *, cache: Pat
 def typical_activations(atlas: Atlas, generator: str, sae: Path) -> tuple[float, ...]:
     """Per feature of the generator's internal SAE its typical activation (``internal_feature_scales``; NaN for a
     feature that never fired, or one the table lacks)."""
-    from backend.steering import sae_width
-
     typical = np.full(sae_width(sae, "internal"), np.nan)
     table = atlas.arrow("SELECT feature, typical FROM internal_feature_scales "
                         "WHERE source_id = ? AND typical IS NOT NULL AND feature < ?", [generator, typical.size])
@@ -74,10 +72,16 @@ def typical_activations(atlas: Atlas, generator: str, sae: Path) -> tuple[float,
     return tuple(typical.tolist())
 
 
+def service_for(atlas: Atlas | Path, generator: str | None = None, *, cache: Path | None = None,
+                limits: SteeringLimits | None = None, device: str = "auto") -> SteeringService:
+    """The steering service for ``generator`` of an atlas with an internal lens (``atlas_info.internal``)."""
+    return SteeringService(atlas_parts(atlas, generator, cache=cache, device=device), limits)
+
+
 def steering_services(atlas: Atlas, **options: Any) -> tuple[dict[str, SteeringService], str | None]:
     """One service per generator with an internal lens, or ``({}, why not)``: an atlas that cannot steer
     (no internal lens, a generator whose weights are gone) still serves everything else."""
     try:
-        return {name: SteeringService.from_atlas(atlas, name, **options) for name in sorted(internal_lenses(atlas))}, None
+        return {name: service_for(atlas, name, **options) for name in sorted(internal_lenses(atlas))}, None
     except BlindspotError as exc:
         return {}, str(exc)

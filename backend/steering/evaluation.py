@@ -1,7 +1,7 @@
 """The blindspot-to-feature loop, measured: does steering a suppressed concept's attributed features bring it back?
 
 For each concept the output lens flags as suppressed under a generator (``concept_stats``),
-the steering proposal (``backend.internal.steer_proposal``: the features whose increase
+the steering proposal (``backend.views.internal.steer_proposal``: the features whose increase
 raises the concept's probe, refused when the probe's held-out AUROC is below the floor)
 is steered, all features at once, on captions of items whose real image shows the
 concept (energy > 0, most energetic first); as a control, as many scored features drawn
@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from backend.atlas import Atlas
-from backend.internal import PROBE_FLOOR, resolve_generator, scored_features, steer_proposal
-from backend.steering import SteeringService
-from backend.steering_inputs import DEFAULT_STRENGTH, SteeringLimits
+from backend.steering.atlas import service_for
+from backend.steering.inputs import DEFAULT_STRENGTH, SteeringLimits
+from backend.steering.service import SteeringService
+from backend.views.internal import PROBE_FLOOR, resolve_generator, scored_features, steer_proposal
 from precompute.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -268,8 +269,8 @@ class SteerEvaluation:
         own time limit (``settings.timeout_s``), not the server's per-request limit."""
         owned = service is None and bool(self.steers)
         if owned:
-            service = SteeringService.from_atlas(self.atlas_root, self.generator,
-                                                 limits=SteeringLimits(timeout_s=self.settings.timeout_s))
+            service = service_for(self.atlas_root, self.generator,
+                                  limits=SteeringLimits(timeout_s=self.settings.timeout_s))
         try:
             outcomes = []
             if self.steers:

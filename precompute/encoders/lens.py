@@ -1,0 +1,76 @@
+"""The output lens: an energy model and the SAE that reads its tokens, checked against each other once.
+
+Images -> energy-model tokens -> SAE codes -> per-image energies, where the energy of
+concept k in an image is the sum of its codes over the image's tokens (all tokens, as
+the paper's code does, seed 003; patch tokens only with ``patch_tokens_only``). The
+encode stage builds one from a run's config (``precompute.stages.encode.open_lens``);
+the steering service builds one from the atlas's energy model and SAE, so a steered
+image is measured exactly as the atlas's images were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from precompute.errors import ConfigError
+from precompute.images import load_images
+
+CODE_CHUNK = 2 ** 24  # codes held densely at once (tokens x concepts), about 64 MB of float32
+
+
+class Lens:
+    """An energy model and an SAE of matching width.
+
+    ``patch_tokens_only``: energies sum the patch tokens alone (else every token);
+    ``batch_size``: images per energy-model call; ``jpeg_quality``: the JPEG round trip
+    images take before the energy model (None: none); ``digest``: the lens's key in a
+    work folder ("" where there is none); ``sae_source`` and ``model_name``: how a
+    width mismatch names the two.
+    """
+
+    def __init__(self, model: Any, sae: Any, patch_tokens_only: bool = False, batch_size: int = 64,
+                 jpeg_quality: int | None = None, digest: str = "", sae_source: str = "the output-lens SAE",
+                 model_name: str | None = None):
+        if sae.input_dim != model.dim:
+            raise ConfigError(f"{sae_source} takes tokens of dimension {sae.input_dim}, but the energy "
+                              f"model {model_name or model.name!r} gives tokens of dimension {model.dim}")
+        self.model = model
+        self.sae = sae.eval()
+        self.patch_mask = model.patch_mask
+        self.patch_only = patch_tokens_only
+        self.batch_size = batch_size
+        self.jpeg_quality = jpeg_quality
+        self.digest = digest
+
+    @classmethod
+    def from_parts(cls, model: Any, sae: Any, patch_tokens_only: bool, batch_size: int = 64) -> Lens:
+        """A lens from a loaded energy model and SAE, without a JPEG round trip or a work-folder key."""
+        return cls(model, sae, patch_tokens_only, batch_size)
+
+    @property
+    def n_concepts(self) -> int:
+        return self.sae.n_concepts
+
+    def energy(self, codes: torch.Tensor) -> torch.Tensor:
+        """(b, tokens, K) codes -> (b, K) energies: the sum over all tokens (the paper's code), or patches only."""
+        return (codes[:, self.patch_mask] if self.patch_only else codes).sum(1)
+
+    def energies(self, paths: list[Path]) -> torch.Tensor:
+        """(images, K) energies of image files, as the encode stage computes them."""
+        energy = torch.zeros(len(paths), self.n_concepts)
+        for first, codes in self.codes(paths):
+            energy[first:first + codes.shape[0]] = self.energy(codes)
+        return energy
+
+    def codes(self, paths: list[Path]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (first image index, codes (b, tokens, K) float32 on CPU) over ``paths`` in small chunks."""
+        per_image = max(1, CODE_CHUNK // (self.model.n_tokens * self.n_concepts))
+        for start in range(0, len(paths), self.batch_size):
+            tokens = self.model.encode(load_images(paths[start:start + self.batch_size], self.jpeg_quality)).tokens
+            for offset in range(0, tokens.shape[0], per_image):
+                chunk = tokens[offset:offset + per_image]
+                yield start + offset, self.sae.encode_codes(chunk.to(self.sae.W_enc.dtype)).float().cpu()
