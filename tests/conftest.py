@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from pathlib import Path
+import os
 
-import pytest
+# One compute thread per test worker (the suite runs on every core through pytest-xdist, see pyproject.toml's
+# addopts): set before this worker first imports numpy or torch; a value the caller set wins.
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
-from precompute.config import RunConfig, parse_config
+from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from precompute.config import RunConfig, parse_config  # noqa: E402
 
 
 @contextmanager
