@@ -79,7 +79,9 @@ def test_planted_effects_are_found_and_a_rotated_lens_is_not_fooled(tmp_path):
     rotated = evaluate_world(tmp_path / "rotated-atlas")
     worse = next(g for g in rotated.generators if g.source_id == "planted")
     assert len(rotated.undetected) > len(lens.undetected)
-    assert (worse.recall or 0.0) < planted.recall
+    # a rotated lens may still "find" two strong effects by flagging nearly everything: its flags are false alarms
+    assert (worse.recall or 0.0) <= planted.recall
+    assert worse.false_alarm_rate is not None and worse.false_alarm_rate > (planted.false_alarm_rate or 0.0) + 0.3
     assert (worse.spearman or 0.0) < (planted.spearman or 0.0)
 
 
