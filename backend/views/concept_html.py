@@ -22,8 +22,12 @@ DELTA_VIEW = 560  # its width: the track, then each row's numbers
 def _figure(img: dict[str, Any], css: str, title: str, alt: str, caption: str = "") -> str:
     heat = f'\n            <img class="heat" src="{escape(img["heatmap"])}" alt="" loading="lazy">' if img["heatmap"] else ""
     figcaption = f"\n          <figcaption>{caption}</figcaption>" if caption else ""
+    if img["url"] is None:  # a generator that drew only some captions (n_items) has no image of this one
+        picture = f'<span class="missing">{escape(img["source_id"])} did not draw this caption</span>'
+    else:
+        picture = f'<img src="{escape(img["url"])}" alt="{alt}" loading="lazy">{heat}'
     return (f'<figure class="{css}" title="{title}">\n'
-            f'          <div class="frame"><img src="{escape(img["url"])}" alt="{alt}" loading="lazy">{heat}</div>'
+            f'          <div class="frame">{picture}</div>'
             f"{figcaption}\n        </figure>")
 
 
@@ -33,7 +37,8 @@ def quad_row(images: Sequence[dict[str, Any]], empty: str) -> Markup:
         return Markup(f'<p class="muted">{escape(empty)}</p>')
     return Markup("\n        ".join(
         _figure(img, "shot", escape(img["caption"]), f'{escape(img["source_id"])} image of {escape(img["item_id"])}',
-                f'{escape(img["source_id"])} · energy {img["energy"]:.3g}') for img in images))
+                f'{escape(img["source_id"])} · ' + ("no image" if img["url"] is None else f'energy {img["energy"]:.3g}'))
+        for img in images))
 
 
 def example_grid(images: Sequence[dict[str, Any]], empty: str) -> Markup:
