@@ -3,7 +3,7 @@
 ``PlantedGenerator`` behaves like a real T2I model in the one way that matters: it
 sees only the caption. It parses what the caption states and draws the scene a
 perfectly trained model would draw for it: everything else from the data's posterior
-given the caption (``caption_posterior``), then applies its planted effects. So a
+given the caption (``silent_prior``, ``caption_posterior``), then applies its planted effects. So a
 generator without effects draws exactly the data's distribution (the null control of
 an atlas), and every difference a planted one shows comes from its effects:
 
@@ -32,6 +32,7 @@ from precompute.world.captions import MENTION, parse_caption
 from precompute.world.concepts import (
     EXTRAS,
     EXTRAS_FAMILY,
+    FAMILIES,
     FAMILY_MEMBERS,
     Prior,
     Scene,
@@ -147,26 +148,39 @@ def silent_prior(prior: Prior) -> Prior:
     return prior.override(energies)
 
 
-def caption_posterior(stated: Mapping[str, object], prior: Prior, noise: float,
-                      rng: np.random.Generator) -> dict[str, object]:
-    """The caption's stated values, each replaced by a draw of the true value given the statement.
+def statement_posteriors(prior: Prior, noise: float) -> dict[tuple[str, str], np.ndarray]:
+    """Per (family, stated value): the probabilities of the true value behind that statement, in family order.
 
     A caption swaps a mentioned value for a uniformly drawn wrong one of its family at
     rate ``noise``; so the true value behind a statement s is v with probability
-    proportional to P(v) P(v said) (1 - noise if v = s else noise / (n - 1)). Extras are
-    never swapped and stay as stated.
+    proportional to P(v) P(v said) (1 - noise if v = s else noise / (n - 1)). Empty
+    without noise (a statement is then the truth); extras are never swapped.
     """
     if noise <= 0:
+        return {}
+    tables = {}
+    for family in FAMILIES:
+        members = FAMILY_MEMBERS[family]
+        mention = np.array([1.0 if family == "count" and m == "count_one" else MENTION[family] for m in members])
+        weighted = prior.family_probabilities(family) * mention
+        for i, said in enumerate(members):
+            likelihood = np.full(len(members), noise / (len(members) - 1))
+            likelihood[i] = 1.0 - noise
+            tables[family, said] = weighted * likelihood / (weighted * likelihood).sum()
+    return tables
+
+
+def caption_posterior(stated: Mapping[str, object], posteriors: Mapping[tuple[str, str], np.ndarray],
+                      rng: np.random.Generator) -> dict[str, object]:
+    """The caption's stated values, each replaced by a draw of the true value behind the statement
+    (``statement_posteriors``); extras stay as stated."""
+    if not posteriors:
         return dict(stated)
     out = dict(stated)
     for family, said in stated.items():
-        if family == EXTRAS_FAMILY or said is None:
-            continue
-        members = FAMILY_MEMBERS[family]
-        mention = np.array([1.0 if family == "count" and m == "count_one" else MENTION[family] for m in members])
-        likelihood = np.where(np.array(members) == said, 1.0 - noise, noise / (len(members) - 1))
-        weights = prior.family_probabilities(family) * mention * likelihood
-        out[family] = members[int(rng.choice(len(members), p=weights / weights.sum()))]
+        if family != EXTRAS_FAMILY and said is not None:
+            members = FAMILY_MEMBERS[family]
+            out[family] = members[int(rng.choice(len(members), p=posteriors[family, said]))]
     return out
 
 
@@ -199,6 +213,7 @@ class PlantedGenerator:
             raise ConfigError(f"caption_noise must be a number in [0, 1), got {caption_noise!r}")
         self.caption_noise = float(caption_noise)  # the world's caption noise, which the generator has learned
         self.silent = silent_prior(self.prior)
+        self.posteriors = statement_posteriors(self.prior, self.caption_noise)
 
     def scene_for(self, caption: str, item_id: str) -> Scene:
         """The scene this generator draws for ``caption`` (no pixels; cheap)."""
@@ -212,7 +227,7 @@ class PlantedGenerator:
     def _scene(self, caption: str, streams: Sequence[np.random.Generator]) -> Scene:
         stated = parse_caption(caption)
         scene = sample_scene(streams[0], self.silent,
-                             fixed=caption_posterior(stated, self.prior, self.caption_noise, streams[3]))
+                             fixed=caption_posterior(stated, self.posteriors, streams[3]))
         for effect in self.effects:
             scene = effect.apply(scene, stated, streams[1], self.prior)
         return scene
