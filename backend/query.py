@@ -69,8 +69,8 @@ def resolve_model(atlas: Atlas, model: str | None, models: list[str] | None = No
 
 def analysis_settings(atlas: Atlas) -> dict[str, float]:
     """The build's delta temperature (``atlas_info.temperature``: a config's ``"auto"`` resolved), blindspot
-    thresholds and false discovery rate (its config's ``[analysis]``; the defaults, the paper's T = 0.8, 0.1
-    and 0.9 and an FDR of 0.05, for an atlas that does not record them)."""
+    thresholds, false discovery rate and effect-size floor (its config's ``[analysis]``; the defaults, the
+    paper's T = 0.8, 0.1 and 0.9, an FDR of 0.05 and no floor, for an atlas that does not record them)."""
     info = atlas.info()
     try:
         recorded = json.loads(info.get("config") or "{}").get("analysis", {})
@@ -78,7 +78,7 @@ def analysis_settings(atlas: Atlas) -> dict[str, float]:
         recorded = {}
     defaults = AnalysisConfig()
     settings = {key: float(recorded.get(key, getattr(defaults, key)))
-                for key in ("suppressed_below", "exaggerated_above", "fdr")}
+                for key in ("suppressed_below", "exaggerated_above", "fdr", "min_change")}
     temperature = info.get("temperature", recorded.get("temperature", defaults.temperature))
     settings["temperature"] = float(defaults.temperature if temperature == "auto" else temperature)
     return settings

@@ -234,13 +234,18 @@ class AnalysisConfig(_Table):
     number for another energy scale, or ``"auto"`` (``precompute.analysis.calibration``:
     T = Q10 of the live concepts' mean real energy over ln 9). ``fdr``: a concept is flagged only
     when delta crosses a threshold and its paired test's Benjamini-Hochberg q-value is
-    at most this.
+    at most this. ``min_change``: an effect-size floor the paper lacks (0, the default,
+    keeps the paper's rule): a flag also needs the mean energy to move by at least this
+    share of its real value, ``|E_gen - E_real| >= min_change * E_real``
+    (``precompute.analysis.delta``).
     """
 
     temperature: float | Literal["auto"] = Field(0.8, description="delta's T: a number > 0, or 'auto'")
     suppressed_below: float = Field(0.1, gt=0.0, lt=1.0)
     exaggerated_above: float = Field(0.9, gt=0.0, lt=1.0)
     fdr: float = Field(0.05, gt=0.0, lt=1.0, description="false discovery rate of the flags (Benjamini-Hochberg)")
+    min_change: float = Field(0.0, ge=0.0, le=10.0, description="a flag also needs |E_gen - E_real| >= min_change "
+                              "* E_real (0: the paper's rule, no effect-size floor)")
     pvalue_rule: Literal["hoeffding", "normal"] = Field(
         "hoeffding", description="paired sign-flip p-values: Hoeffding's exact bound or the normal approximation")
     bootstrap: int = Field(1000, ge=0)

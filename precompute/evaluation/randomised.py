@@ -112,7 +112,8 @@ def evaluate_random_worlds(base: RunConfig, seeds: Sequence[int], plants: int, *
         if out is None:
             shutil.rmtree(folder, ignore_errors=True)
     scores = [g for w in worlds for g in w["evaluation"]["generators"] if not g["control"]]
-    metrics = {name: _spread([g[name] for g in scores]) for name in ("recall", "false_alarm_rate", "spearman")}
+    metrics = {name: _spread([g[name] for g in scores]) for name in ("recall", "false_alarm_rate", "spearman",
+                                                                               "spearman_relative")}
     undetected = sorted({name for w in worlds for name in w["evaluation"]["undetected"]})
     return json_safe({"seeds": list(seeds), "plants": plants, "effects": effects, "pairs": pairs,
                       "metrics": metrics, "null_flags": sum(w["null_flags"] for w in worlds),

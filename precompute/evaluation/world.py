@@ -21,7 +21,10 @@ image of an item share a caption, so a world concept's change is a paired compar
   world concept, or its world concept is neither planted in the flag's direction nor
   significantly changed in that direction.
 - **Spearman**: over the world concepts the lens detects, rank correlation of the delta
-  of each one's best detector with its true log-odds change.
+  of each one's best detector with its true log-odds change. Beside it, as a diagnostic,
+  the same correlation of ``relative_delta``: delta's one T for all concepts ranks a
+  concept with more energy as a larger change for the same relative shift, which the
+  log-odds (a relative measure) does not.
 - **null flags**: the atlas's null controls (real half vs real half, generators marked
   ``control``): every flag there is false by construction.
 - **detectability**: per world concept, its prior, the SAE concept that detects it best
@@ -85,6 +88,7 @@ class GeneratorScore:
     false_alarm_rate: float | None
     spearman: float | None
     spearman_concepts: int  # world concepts in the Spearman (detected by the lens)
+    spearman_relative: float | None  # diagnostic: the same rank correlation on relative_delta
     missed: list[str]
     ineffective: list[str]  # planted effects whose concept did not measurably change
     diagnostic: dict = field(default_factory=dict)  # the explained-truth numbers (not a headline)
@@ -263,12 +267,13 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def _score(db, source_id: str, truth: TrueChange, detectability: list[Detection], min_auroc: float) -> GeneratorScore:
     control = bool(_query(db, "SELECT coalesce(any_value(control), false) FROM source_summary WHERE source_id = ?",
                           [source_id])[0][0])
-    stats = _query(db, """SELECT s.concept, c.world_concept, c.world_auroc, s.delta, s.suppressed, s.exaggerated
+    stats = _query(db, """SELECT s.concept, c.world_concept, c.world_auroc, s.delta, s.suppressed, s.exaggerated,
+                                 s.relative_delta
                           FROM concept_stats s JOIN concepts c USING (concept)
                           WHERE s.source_id = ? AND NOT c.is_dead""", [source_id])
     effects = _query(db, "SELECT concept, effect FROM planted_effects WHERE source_id = ? ORDER BY concept",
                      [source_id])
-    sees = [(w, sup, exa) for _, w, auc, _, sup, exa in stats if w is not None and auc is not None and auc >= min_auroc]
+    sees = [(w, sup, exa) for _, w, auc, _, sup, exa, _ in stats if w is not None and auc is not None and auc >= min_auroc]
     found, planted, missed, ineffective = 0, 0, [], []
     planted_direction = {}
     for concept, effect in effects:
@@ -282,26 +287,26 @@ def _score(db, source_id: str, truth: TrueChange, detectability: list[Detection]
         found += hit
         if not hit:
             missed.append(f"{effect} {concept}")
-    flagged = [(w, auc, -1 if sup else 1) for _, w, auc, _, sup, exa in stats if sup or exa]
+    flagged = [(w, auc, -1 if sup else 1) for _, w, auc, _, sup, exa, _ in stats if sup or exa]
     false_alarms = 0
     for world, auc, direction in flagged:
         detects = world is not None and auc is not None and auc >= min_auroc
         backed = detects and (planted_direction.get(world) == direction or truth.of(world) == direction)
         false_alarms += not backed
     # one point per world concept the lens detects: the delta of its best detector against its true change
-    delta = {concept: d for concept, _, _, d, _, _ in stats}
-    points = [(delta[d.concept], truth.log_odds[truth.world.index(d.world_concept)]) for d in detectability
+    delta = {concept: (d, r) for concept, _, _, d, _, _, r in stats}
+    points = [(*delta[d.concept], truth.log_odds[truth.world.index(d.world_concept)]) for d in detectability
               if d.auroc is not None and d.auroc >= min_auroc and d.concept in delta]
-    rho = None
+    rho = rho_relative = None
     if len(points) >= 3:
-        x, y = np.array(points).T
-        if x.std() > 0 and y.std() > 0:
-            rho = float(spearmanr(x, y).statistic)
+        x, relative, y = np.array(points).T
+        rho, rho_relative = (float(spearmanr(v, y).statistic) if v.std() > 0 and y.std() > 0 else None
+                             for v in (x, relative))
     return GeneratorScore(
         source_id=source_id, control=control, planted=planted, found=found,
         recall=found / planted if planted else None, flagged=len(flagged), false_alarms=false_alarms,
         false_alarm_rate=false_alarms / len(flagged) if flagged else None, spearman=rho,
-        spearman_concepts=len(points), missed=missed, ineffective=ineffective,
+        spearman_concepts=len(points), spearman_relative=rho_relative, missed=missed, ineffective=ineffective,
     )
 
 

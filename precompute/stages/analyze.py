@@ -94,7 +94,7 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
     def statistics(reference: sp.csr_array, other: sp.csr_array, **options):
         return concept_stats(reference, other, temperature=temperature, suppressed_below=analysis.suppressed_below,
                              exaggerated_above=analysis.exaggerated_above, fdr=analysis.fdr,
-                             pvalue_rule=analysis.pvalue_rule, **options)
+                             min_change=analysis.min_change, pvalue_rule=analysis.pvalue_rule, **options)
 
     stats_tables, histogram_rows, summary_rows, datapoint_tables, null_rows = [], [], [], [], []
     deltas = {}

@@ -127,9 +127,11 @@ def test_randomised_worlds_report_consistent_statistics_and_no_null_flags(tmp_pa
             assert g["planted"] + len(g["ineffective"]) == (0 if g["control"] else 2)
             assert g["recall"] is None or g["recall"] == pytest.approx(g["found"] / g["planted"])
     recall, spearman = summary["metrics"]["recall"], summary["metrics"]["spearman"]
+    false_alarms = summary["metrics"]["false_alarm_rate"]
     assert recall["n"] >= 3 and recall["min"] <= recall["mean"] <= recall["max"]
     # the world lens's targets on worlds nobody tuned for, at this reduced size (README, "Measured on the demo
-    # world": 2,000 pairs x 3 seeds x 3 plants); false alarms are reported there, not asserted: not yet met
-    assert recall["mean"] >= 0.9 and spearman["mean"] >= 0.7
+    # world": 2,000 pairs x 3 seeds x 3 plants, where the false alarms need the demo's effect-size floor; at 300
+    # pairs the small shifts it removes are rarely significant, so here it changes nothing)
+    assert recall["mean"] >= 0.9 and spearman["mean"] >= 0.7 and false_alarms["mean"] <= 0.1
     # detectability on the worlds' real images: the lens sees all but its known few world defaults
     assert set(summary["undetected"]) <= {"solid", "count_one", "plain_white", "checkered", "hexagon"}

@@ -127,3 +127,21 @@ def test_auto_temperature_follows_the_energy_scale():
     assert auto_temperature(sparse_energies(rng, 4000, 200, density=0.1)) == pytest.approx(t, rel=0.15)
     with pytest.raises(BlindspotError, match="auto"):
         auto_temperature(sp.csr_array((5, 3)))
+
+
+def test_the_effect_size_floor_drops_a_small_significant_shift_and_keeps_a_blindspot():
+    """A high-energy concept that loses 10% of its energy in every pair crosses the paper's threshold at a small T
+    and is significant; with ``min_change = 0.3`` only the concept that lost most of its energy stays flagged."""
+    rng = np.random.default_rng(6)
+    real = rng.uniform(80, 100, size=(400, 3))
+    generated = real.copy()
+    generated[:, 0] *= 0.9  # a small, consistent shift
+    generated[:, 1] *= 0.2  # drawn far more weakly
+    generated[:, 2] *= 1.0 + rng.normal(0, 0.01, size=400)  # noise around no change
+    options = dict(temperature=3.0, resamples=0, uncertainty="none")
+    paper = concept_stats(sp.csr_array(real), sp.csr_array(generated), **options)
+    floored = concept_stats(sp.csr_array(real), sp.csr_array(generated), min_change=0.3, **options)
+    assert paper.suppressed[:2].all() and paper.significant[0]
+    assert not floored.suppressed[0] and floored.suppressed[1]
+    assert not (floored.suppressed | floored.exaggerated)[2]
+    np.testing.assert_array_equal(paper.delta, floored.delta)  # the floor gates flags only, never delta itself
