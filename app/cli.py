@@ -464,7 +464,7 @@ def _print_world(evaluation) -> None:
     console.print(table)
     nulls = ", ".join(f"{r['control']} {r['flagged']} (paper thresholds alone: {r['flagged_paper']})"
                       for r in evaluation.null_controls)
-    console.print(f"null flags: {evaluation.null_flags}  [{escape(nulls)}]")
+    console.print(f"null flags: {evaluation.null_flags} ({escape(nulls)})")
     detect = Table("world concept", "family", "prior", "best SAE concept", "AUROC", "detected",
                    title="detectability" + (" (on the images the lens was trained on)" if evaluation.lens_trained_here
                                             else " (held-out images)"))

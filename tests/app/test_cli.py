@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -166,3 +167,11 @@ def test_eval_steer_help_states_the_defaults_it_runs_with():
     assert f"(default {PROBE_FLOOR:g})" in shown
     assert f"(--mode add, default {DEFAULT_STRENGTH['add']:g})" in shown
     assert f"(--mode scale, default {DEFAULT_STRENGTH['scale']:g})" in shown
+
+
+def test_eval_world_prints_its_tables_and_the_null_controls_by_name(lens_atlas):
+    result = run_cli("eval", "world", str(lens_atlas))
+    assert result.returncode == 0, result.stderr
+    assert "ground truth" in result.stderr and "detectability" in result.stderr  # the console writes to stderr
+    # each null control with what the paper's thresholds alone would flag on it (not swallowed as markup)
+    assert re.search(r"null flags: \d+ \(real-halves \d+ \(paper thresholds alone: \d+\)", result.stderr)
