@@ -236,6 +236,13 @@ def train_world_model(
     work = Path(work_dir) if work_dir is not None else out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     model_config = model_config or WorldModelConfig()
+    if model_config.block_out_channels[0] < model_config.sample_channels:
+        # conv_in maps each sample position's 3 f^2 values to the first level's channels; fewer cannot carry
+        # per-pixel detail: a 64 px run at f = 4 with 32 channels kept its samples noisy after 1,400 steps
+        log.warning("block_out_channels[0] = %d is below the %d values per position of a %dx%d pixel-unshuffle: "
+                    "the model will not learn per-pixel detail; use at least %d channels at the first level",
+                    model_config.block_out_channels[0], model_config.sample_channels, model_config.unshuffle,
+                    model_config.unshuffle, model_config.sample_channels)
     write_text_atomic(work / "config.json", json.dumps({"train": asdict(config), "model": model_config.to_dict()}))
 
     images, captions = render_training_set(config.n_images, work, size=model_config.image_size)
