@@ -225,7 +225,7 @@ def histogram(edges: Sequence[float], counts: Mapping[str, Sequence[float]], *, 
     A few dozen to a few hundred bars (the card's, drawn on every click, about fifty): Python floats, cheaper
     here than numpy's cost per call, and each bin's place and range written once for all its series.
     """
-    bounds, values = [float(e) for e in edges], [[float(c) for c in row] for row in counts.values()]
+    bounds, values = list(map(float, edges)), [list(map(float, row)) for row in counts.values()]
     if any(len(row) != max(len(bounds) - 1, 0) for row in values):
         raise ValueError(f"histogram: {len(bounds)} edges need {len(bounds) - 1} counts per series, "
                          f"got {' and '.join(str(len(row)) for row in values)}")
@@ -238,8 +238,8 @@ def histogram(edges: Sequence[float], counts: Mapping[str, Sequence[float]], *, 
     parts = _axes(frame, x, y, x_label, y_label, "histogram", title)
     opacity = "0.55" if len(counts) > 1 else "0.9"
     at, written, base = x.at(bounds), [f"{b:.3g}" for b in bounds], frame.y0
-    columns = [f'x="{a}" width="{w}"' for a, w in zip(numbers(at[:-1]), numbers(  # a hairline gap between bars
-        [max(b - a - 0.5, 0.5) for a, b in zip(at, at[1:])]))]
+    places = numbers(at[:-1] + [max(b - a - 0.5, 0.5) for a, b in zip(at, at[1:])])  # a hairline gap between bars
+    columns = [f'x="{a}" width="{w}"' for a, w in zip(places, places[len(at) - 1:])]
     ranges = [f"[{a}, {b})" for a, b in zip(written, written[1:])]
     for name, row, fill in zip(counts, values, series_colours(list(counts))):
         label, shown = escape(name), [j for j, count in enumerate(row) if count > 0]
