@@ -1,14 +1,14 @@
-"""Server-rendered SVG charts: histograms, scatter plots, lines and heatmaps.
+"""The chart layer: server-rendered SVG histograms, scatter plots, lines and heatmaps.
 
-Every chart is one self-contained ``<svg>`` element with a ``viewBox`` and its natural
-width and height (CSS may shrink it with the page and it scales), with axes, ticks and
-labels, and no script.
-Coordinates are computed with numpy for all marks at once; every piece of text that
-comes from data (labels, tooltips, series names) is XML-escaped, so a concept label
+Every chart is one self-contained ``<svg>`` element with a ``viewBox`` and its natural width and
+height (CSS may shrink it with the page and it scales), with axes, ticks and labels, and no script.
+Coordinates are computed with numpy for all marks at once and written through the HTML builder
+(``backend/markup.py``), the one renderer of the markup written in
+Python; every piece of text from data (labels, tooltips, series names) is escaped, so a concept label
 cannot inject markup. The returned ``Markup`` can be placed in a template as is.
 
-Mark classes are stable so pages and tests can find them: ``bar`` (histogram bars),
-``point`` (scatter points), ``line`` (series of a line chart), ``cell`` (heatmap cells).
+Mark classes are stable so pages and tests can find them: ``bar`` (histogram bars), ``point`` (scatter
+points), ``line`` (series of a line chart), ``cell`` (heatmap cells).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from html import escape
+from functools import lru_cache
 
 import numpy as np
-from markupsafe import Markup
+
+from backend.markup import Markup, element, empty, escape, number, numbers, opening
 
 # Sequential colour scale (viridis anchors): low values blue-purple, high values yellow, as the
 # paper colours delta (seed 001, Fig. 5: suppressed on the blue end, exaggerated on the yellow end).
@@ -33,15 +34,6 @@ DETAIL_POINTS = 2000
 DETAIL_CELLS = 900
 LEVELS = 32  # colour levels of compact marks and of the colour bar
 MISSING = "#dee2e6"  # heatmap cells without a value
-
-
-def _text(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def _num(value: float) -> str:
-    """A compact coordinate: one decimal, no trailing zeros."""
-    return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
 def colour(values: np.ndarray, low: float, high: float) -> list[str]:
@@ -99,6 +91,14 @@ class Scale:
         else:
             fraction = (values - self.low) / (self.high - self.low)
         return self.start + fraction * (self.end - self.start)
+
+    def at(self, values: Sequence[float]) -> list[float]:
+        """``self(values)`` for a few values (ticks, bin edges) in Python floats, cheaper there than numpy's cost per
+        call; NaN where a log axis cannot place a value."""
+        if self.log:
+            k = (self.end - self.start) / math.log10(self.high / self.low)
+            return [self.start + math.log10(v / self.low) * k if v > 0 else math.nan for v in values]
+        return [self.start + (v - self.low) * (self.end - self.start) / (self.high - self.low) for v in values]
 
     def ticks(self, target: int = 5) -> list[float]:
         """Round tick values inside the domain (and ``tick_bounds``): 1-2-5 steps, or on a log scale 1, 2 and 5
@@ -166,35 +166,36 @@ class Frame:
         return self.top
 
 
-def _open(frame: Frame, title: str, kind: str) -> list[str]:
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-{kind}" width="{frame.width}" '
-             f'height="{frame.height}" viewBox="0 0 {frame.width} {frame.height}" role="img" '
-             f'aria-label="{_text(title)}">', f"<title>{_text(title)}</title>"]
-    if title:
-        parts.append(f'<text class="chart-title" x="{8 if kind == "heatmap" else frame.x0}" y="16">'
-                     f"{_text(title)}</text>")
-    return parts
+@lru_cache(maxsize=512)
+def _frame_parts(frame: Frame, title: str, kind: str, x_label: str, y_label: str) -> tuple[str, str, str]:
+    """What a chart's frame, title and axis labels alone decide (its opening with the titles, the axes' start with
+    their two lines, their end with the labels), written once per kind of chart, not on every request."""
+    axis_ends = ((frame.x1, frame.y0), (frame.x0, frame.y1))
+    head = (opening("svg", xmlns="http://www.w3.org/2000/svg", class_=f"chart chart-{kind}", width=frame.width,
+                    height=frame.height, viewBox=f"0 0 {frame.width} {frame.height}", role="img", aria_label=title)
+            + element("title", escape(title))
+            + (element("text", escape(title), class_="chart-title", x=8 if kind == "heatmap" else frame.x0, y=16)
+               if title else ""))
+    start = ('<g class="axes" font-size="10">' + "".join(empty("line", x1=frame.x0, y1=frame.y0, x2=x2, y2=y2,
+                                                              stroke="#868e96") for x2, y2 in axis_ends))
+    end = (element("text", escape(x_label), class_="axis-label", x=number((frame.x0 + frame.x1) / 2),
+                   y=frame.height - 8, text_anchor="middle")
+           + element("text", escape(y_label), class_="axis-label", text_anchor="middle",
+                     transform=f"translate(14 {number((frame.y0 + frame.y1) / 2)}) rotate(-90)") + "</g>")
+    return head, start, end
 
 
-def _axes(frame: Frame, x: Scale, y: Scale, x_label: str, y_label: str) -> list[str]:
-    parts = ['<g class="axes" font-size="10">',
-             f'<line x1="{frame.x0}" y1="{frame.y0}" x2="{frame.x1}" y2="{frame.y0}" stroke="#868e96"/>',
-             f'<line x1="{frame.x0}" y1="{frame.y0}" x2="{frame.x0}" y2="{frame.y1}" stroke="#868e96"/>']
-    for value in x.ticks():
-        px = _num(float(x(value)))
-        parts.append(f'<line class="tick" x1="{px}" y1="{frame.y0}" x2="{px}" y2="{frame.y0 + 4}" stroke="#868e96"/>'
-                     f'<text x="{px}" y="{frame.y0 + 15}" text-anchor="middle">{_text(tick_label(value))}</text>')
-    for value in y.ticks():
-        py = _num(float(y(value)))
-        parts.append(f'<line class="grid" x1="{frame.x0}" y1="{py}" x2="{frame.x1}" y2="{py}" stroke="#f1f3f5"/>'
-                     f'<text x="{frame.x0 - 6}" y="{py}" dy="3" text-anchor="end">{_text(tick_label(value))}</text>')
-    middle_x, middle_y = (frame.x0 + frame.x1) / 2, (frame.y0 + frame.y1) / 2
-    parts.append(f'<text class="axis-label" x="{_num(middle_x)}" y="{frame.height - 8}" text-anchor="middle">'
-                 f'{_text(x_label)}</text>')
-    parts.append(f'<text class="axis-label" transform="translate(14 {_num(middle_y)}) rotate(-90)" '
-                 f'text-anchor="middle">{_text(y_label)}</text>')
-    parts.append("</g>")
-    return parts
+def _axes(frame: Frame, x: Scale, y: Scale, x_label: str, y_label: str, kind: str, title: str) -> list[str]:
+    """The chart's opening and its axes with their ticks (``x`` and ``y`` decide the ticks, the rest is cached)."""
+    head, start, end = _frame_parts(frame, title, kind, x_label, y_label)
+    x_ticks, y_ticks = x.ticks(), y.ticks()
+    x0, x1, y0 = frame.x0, frame.x1, frame.y0
+    return [head, start, *[f'<line class="tick" x1="{px}" y1="{y0}" x2="{px}" y2="{y0 + 4}" stroke="#868e96"/>'
+                           f'<text x="{px}" y="{y0 + 15}" text-anchor="middle">{tick_label(v)}</text>'
+                           for v, px in zip(x_ticks, numbers(x.at(x_ticks)))],
+            *[f'<line class="grid" x1="{x0}" y1="{py}" x2="{x1}" y2="{py}" stroke="#f1f3f5"/>'
+              f'<text x="{x0 - 6}" y="{py}" dy="3" text-anchor="end">{tick_label(v)}</text>'
+              for v, py in zip(y_ticks, numbers(y.at(y_ticks)))], end]
 
 
 def series_colours(names: Sequence[str]) -> list[str]:
@@ -210,7 +211,7 @@ def _legend(frame: Frame, names: Sequence[str]) -> list[str]:
     for i, (name, fill) in enumerate(zip(names, series_colours(names))):
         y = frame.y1 + 4 + 13 * i
         parts.append(f'<rect x="{frame.x1 - 96}" y="{y}" width="9" height="9" fill="{fill}"/>'
-                     f'<text x="{frame.x1 - 83}" y="{y + 8}">{_text(name)}</text>')
+                     f'<text x="{frame.x1 - 83}" y="{y + 8}">{escape(name)}</text>')
     parts.append("</g>")
     return parts
 
@@ -219,38 +220,36 @@ def histogram(edges: Sequence[float], counts: Mapping[str, Sequence[float]], *, 
               x_label: str = "", y_label: str = "count", title: str = "", frame: Frame = Frame()) -> Markup:
     """Bars of one or more series over shared bin ``edges`` (overlaid, translucent when several).
 
-    Empty bins draw no bar, so the number of ``bar`` elements is the number of non-empty bins.
-    With ``log_y`` the count axis is logarithmic (the paper's Fig. 4) and starts below one so a
-    single concept still shows.
+    Empty bins draw no bar, so the number of ``bar`` elements is the number of non-empty bins. With ``log_y`` the
+    count axis is logarithmic (the paper's Fig. 4) and starts below one so a single concept still shows.
+    A few dozen to a few hundred bars (the card's, drawn on every click, about fifty): Python floats, cheaper
+    here than numpy's cost per call, and each bin's place and range written once for all its series.
     """
-    edges = np.asarray(edges, dtype=float)
-    stacked = np.array([np.asarray(c, dtype=float) for c in counts.values()]).reshape(len(counts), -1)
-    if stacked.shape[1] != max(edges.size - 1, 0):
-        raise ValueError(f"histogram: {edges.size} edges need {edges.size - 1} counts per series, "
-                         f"got {stacked.shape[1]}")
-    top = float(stacked.max()) if stacked.size else 1.0
-    x = Scale.fit(edges, frame.x0, frame.x1, domain=(float(edges[0]), float(edges[-1])) if edges.size else None)
-    y = Scale.fit(stacked, frame.y0, frame.y1, log=log_y, domain=(0.5, max(top, 1.0) * 1.3) if log_y
+    bounds, values = list(map(float, edges)), [list(map(float, row)) for row in counts.values()]
+    if any(len(row) != max(len(bounds) - 1, 0) for row in values):
+        raise ValueError(f"histogram: {len(bounds)} edges need {len(bounds) - 1} counts per series, "
+                         f"got {' and '.join(str(len(row)) for row in values)}")
+    top = max((max(row) for row in values if row), default=1.0)
+    x = Scale.fit(bounds, frame.x0, frame.x1, domain=(bounds[0], bounds[-1]) if bounds else None)
+    y = Scale.fit(None, frame.y0, frame.y1, log=log_y, domain=(0.5, max(top, 1.0) * 1.3) if log_y
                   else (0.0, max(top, 1.0) * 1.05))
     if log_y:  # counts: ticks from one up (the axis starts at 0.5 so a bin of one shows)
         y = replace(y, tick_bounds=(1.0, math.inf))
-    parts = _open(frame, title, "histogram") + _axes(frame, x, y, x_label, y_label)
+    parts = _axes(frame, x, y, x_label, y_label, "histogram", title)
     opacity = "0.55" if len(counts) > 1 else "0.9"
-    left, right = x(edges[:-1]), x(edges[1:])
-    widths = np.maximum(right - left - 0.5, 0.5)  # a hairline gap between neighbouring bars
-    left, widths, bounds = left.tolist(), widths.tolist(), edges.tolist()  # Python floats format faster
-    for name, row, fill in zip(counts, stacked, series_colours(list(counts))):
-        shown = np.flatnonzero(row > 0)
-        tops, values, label = np.atleast_1d(y(row[shown])).tolist(), row.tolist(), _text(name)
+    at, written, base = x.at(bounds), [f"{b:.3g}" for b in bounds], frame.y0
+    places = numbers(at[:-1] + [max(b - a - 0.5, 0.5) for a, b in zip(at, at[1:])])  # a hairline gap between bars
+    columns = [f'x="{a}" width="{w}"' for a, w in zip(places, places[len(at) - 1:])]
+    ranges = [f"[{a}, {b})" for a, b in zip(written, written[1:])]
+    for name, row, fill in zip(counts, values, series_colours(list(counts))):
+        label, shown = escape(name), [j for j, count in enumerate(row) if count > 0]
+        tops = y.at([row[j] for j in shown])
         parts.append(f'<g class="series" data-series="{label}" fill="{fill}" fill-opacity="{opacity}">')
-        parts += [f'<rect class="bar" x="{_num(left[j])}" y="{_num(t)}" width="{_num(widths[j])}" '
-                  f'height="{_num(frame.y0 - t)}"><title>{label}: [{bounds[j]:.3g}, {bounds[j + 1]:.3g}) '
-                  f'{values[j]:g}</title></rect>'
-                  for j, t in zip(shown.tolist(), tops)]
+        parts += [f'<rect class="bar" {columns[j]} y="{top}" height="{height}"><title>{label}: {ranges[j]} '
+                  f"{row[j]:g}</title></rect>" for j, top, height in zip(shown, numbers(tops),
+                                                                        numbers([base - t for t in tops]))]
         parts.append("</g>")
-    parts += _legend(frame, list(counts))
-    parts.append("</svg>")
-    return Markup("".join(parts))
+    return Markup("".join([*parts, *_legend(frame, list(counts)), "</svg>"]))
 
 
 def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_values: Sequence[float] | None = None,
@@ -286,16 +285,16 @@ def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_valu
     if margin:  # ticks only inside the domains the caller gave
         x = replace(x, tick_bounds=given["x"]) if given["x"] is not None and not x_log else x
         y = replace(y, tick_bounds=given["y"]) if given["y"] is not None and not y_log else y
-    parts = _open(frame, title, "scatter") + _axes(frame, x, y, x_label, y_label)
+    parts = _axes(frame, x, y, x_label, y_label, "scatter", title)
     for guide in guides_y:
-        py = _num(float(y(guide)))
+        py = number(float(y(guide)))
         parts.append(f'<line class="guide" x1="{frame.x0}" y1="{py}" x2="{frame.x1}" y2="{py}" '
                      f'stroke="#adb5bd" stroke-dasharray="4 3"/>')
     if diagonal:
         low, high = max(x.low, y.low), min(x.high, y.high)
         if high > low:
-            parts.append(f'<line class="guide" x1="{_num(float(x(low)))}" y1="{_num(float(y(low)))}" '
-                         f'x2="{_num(float(x(high)))}" y2="{_num(float(y(high)))}" stroke="#adb5bd" '
+            parts.append(f'<line class="guide" x1="{number(float(x(low)))}" y1="{number(float(y(low)))}" '
+                         f'x2="{number(float(x(high)))}" y2="{number(float(y(high)))}" stroke="#adb5bd" '
                          f'stroke-dasharray="4 3"/>')
     px, py = x(xs[index]), y(ys[index])
     default_radius = 2.5 if index.size <= DETAIL_POINTS else 1.2  # dense clouds need small dots
@@ -303,18 +302,18 @@ def scatter(x_values: Sequence[float], y_values: Sequence[float], *, colour_valu
     shades = np.asarray(colour_values, dtype=float)[index] if colour_values is not None else None
     if index.size <= DETAIL_POINTS:
         fills = colour(shades, *colour_domain) if shades is not None else [PALETTE[1]] * index.size
-        labels = [f"<title>{_text(titles[i])}</title>" for i in index] if titles is not None else [""] * index.size
+        labels = [f"<title>{escape(titles[i])}</title>" for i in index] if titles is not None else [""] * index.size
         parts.append('<g class="points" fill-opacity="0.75">')
-        circles = [f'<circle class="point" cx="{_num(a)}" cy="{_num(b)}" r="{_num(r)}" fill="{f}">{t}</circle>'
-                   for a, b, r, f, t in zip(px, py, radii, fills, labels)]
+        circles = [f'<circle class="point" cx="{a}" cy="{b}" r="{r}" fill="{f}">{t}</circle>'
+                   for a, b, r, f, t in zip(numbers(px), numbers(py), numbers(radii), fills, labels)]
         if links is not None:
-            circles = [f'<a href="{_text(links[i])}">{c}</a>' for i, c in zip(index, circles)]
+            circles = [f'<a href="{escape(links[i])}">{c}</a>' for i, c in zip(index, circles)]
         parts += circles
         parts.append("</g>")
     else:
         parts += _dense_points(px, py, radii, shades, colour_domain)
         if pick_url is not None:
-            pick = (f' data-pick-url="{_text(pick_url)}" data-pick-frame="{frame.x0} {frame.x1} {frame.y0} {frame.y1}"'
+            pick = (f' data-pick-url="{escape(pick_url)}" data-pick-frame="{frame.x0} {frame.x1} {frame.y0} {frame.y1}"'
                     f' data-pick-domain="{x.low:.9g} {x.high:.9g} {y.low:.9g} {y.high:.9g}"'
                     f' data-pick-log="{"x" if x_log else ""}{"y" if y_log else ""}"')
             parts[0] = parts[0].replace("<svg ", f"<svg{pick} ", 1)
@@ -354,7 +353,7 @@ def _dense_points(px: np.ndarray, py: np.ndarray, radii: np.ndarray, shades: np.
     for group, members in zip(keys, np.split(order, starts[1:])):
         level, diameter = divmod(int(group), int(diameters.max()) + 1)
         stroke = _level_colour(level, *colour_domain) if shades is not None else PALETTE[1]
-        path = "".join(f"M{_num(a)} {_num(b)}h0" for a, b in zip(px[members], py[members]))
+        path = "".join([f"M{a} {b}h0" for a, b in zip(numbers(px[members]), numbers(py[members]))])
         parts.append(f'<path class="point-group" data-points="{members.size}" stroke="{stroke}" '
                      f'stroke-width="{diameter}" d="{path}"/>')
     parts.append("</g>")
@@ -374,16 +373,14 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, x_lo
     all_y = np.concatenate([c[1] for c in cleaned.values()]) if cleaned else np.zeros(0)
     x = Scale.fit(all_x, frame.x0, frame.x1, log=x_log)
     y = Scale.fit(all_y, frame.y0, frame.y1, log=y_log, pad=0.04)
-    parts = _open(frame, title, "lines") + _axes(frame, x, y, x_label, y_label)
+    parts = _axes(frame, x, y, x_label, y_label, "lines", title)
     for (name, (xs, ys)), stroke in zip(cleaned.items(), series_colours(list(cleaned))):
-        points = " ".join(f"{_num(a)},{_num(b)}" for a, b in zip(x(xs), y(ys)))
+        points = " ".join(map("{},{}".format, numbers(x(xs)), numbers(y(ys))))
         width = "2.6" if name == emphasise else "1.5"
-        parts.append(f'<polyline class="line" data-series="{_text(name)}" data-points="{xs.size}" fill="none" '
+        parts.append(f'<polyline class="line" data-series="{escape(name)}" data-points="{xs.size}" fill="none" '
                      f'stroke="{stroke}" stroke-width="{width}" points="{points}">'
-                     f"<title>{_text(name)}</title></polyline>")
-    parts += _legend(frame, list(cleaned))
-    parts.append("</svg>")
-    return Markup("".join(parts))
+                     f"<title>{escape(name)}</title></polyline>")
+    return Markup("".join([*parts, *_legend(frame, list(cleaned)), "</svg>"]))
 
 
 def heatmap(matrix: np.ndarray, *, low: float, high: float, row_labels: Sequence[str] | None = None,
@@ -395,51 +392,51 @@ def heatmap(matrix: np.ndarray, *, low: float, high: float, row_labels: Sequence
     matrix); otherwise the value is in the cell's tooltip. NaN cells are grey.
     """
     matrix = np.atleast_2d(np.asarray(matrix, dtype=float))
-    rows, cols = matrix.shape
+    n_rows, n_cols = matrix.shape
     labelled = row_labels is not None or col_labels is not None
     left = 100 if labelled else 44
     bottom = 70 if labelled else 34
     frame = Frame(width=left + size + 70, height=30 + size + bottom, left=left, right=70, top=30, bottom=bottom)
-    cell_w, cell_h = size / max(cols, 1), size / max(rows, 1)
-    parts = _open(frame, title, "heatmap")
+    cell_w, cell_h = size / max(n_cols, 1), size / max(n_rows, 1)
+    parts = [_frame_parts(frame, title, "heatmap", "", "")[0]]
     r, c = np.indices(matrix.shape)
     flat = matrix.ravel()
     xs, ys = frame.x0 + c.ravel() * cell_w, frame.y1 + r.ravel() * cell_h
-    names_r = list(row_labels) if row_labels is not None else [str(i) for i in range(rows)]
-    names_c = list(col_labels) if col_labels is not None else [str(j) for j in range(cols)]
+    names_r = [escape(name) for name in row_labels] if row_labels is not None else [str(i) for i in range(n_rows)]
+    names_c = [escape(name) for name in col_labels] if col_labels is not None else [str(j) for j in range(n_cols)]
     if flat.size <= DETAIL_CELLS:
         fills = np.array(colour(np.nan_to_num(flat, nan=low), low, high), dtype=object)
         fills[np.isnan(flat)] = MISSING
-        w, h = _num(cell_w + 0.05), _num(cell_h + 0.05)
+        w, h = number(cell_w + 0.05), number(cell_h + 0.05)
         parts.append('<g class="cells">')
-        parts += [f'<rect class="cell" x="{_num(a)}" y="{_num(b)}" width="{w}" height="{h}" fill="{f}">'
-                  f"<title>{_text(names_r[i])} / {_text(names_c[j])}: {v:.3f}</title></rect>"
-                  for a, b, f, i, j, v in zip(xs, ys, fills, r.ravel(), c.ravel(), flat)]
+        parts += [f'<rect class="cell" x="{a}" y="{b}" width="{w}" height="{h}" fill="{f}">'
+                  f"<title>{names_r[i]} / {names_c[j]}: {v:.3f}</title></rect>"
+                  for a, b, f, i, j, v in zip(numbers(xs), numbers(ys), fills, r.ravel(), c.ravel(), flat.tolist())]
         parts.append("</g>")
     else:
         parts += _dense_cells(matrix, low, high, frame.x0, frame.y1, cell_w, cell_h)
     if annotate:
         dark = (np.nan_to_num(flat, nan=high) - low) / ((high - low) or 1.0) < 0.55
         parts.append('<g class="values" font-size="11" text-anchor="middle">')
-        parts += [f'<text x="{_num(a + cell_w / 2)}" y="{_num(b + cell_h / 2 + 4)}" fill="{"#fff" if d else "#000"}">'
+        parts += [f'<text x="{number(a + cell_w / 2)}" y="{number(b + cell_h / 2 + 4)}" fill="{"#fff" if d else "#000"}">'
                   f'{"" if math.isnan(v) else f"{v:.2f}"}</text>' for a, b, v, d in zip(xs, ys, flat, dark)]
         parts.append("</g>")
     parts.append('<g class="axes" font-size="10">')
     if labelled:
-        parts += [f'<text x="{frame.x0 - 6}" y="{_num(frame.y1 + (i + 0.5) * cell_h + 3)}" text-anchor="end">'
-                  f"{_text(name)}</text>" for i, name in enumerate(names_r)]
-        parts += [f'<text transform="translate({_num(frame.x0 + (j + 0.5) * cell_w)} {frame.y1 + size + 8}) '
-                  f'rotate(35)">{_text(name)}</text>' for j, name in enumerate(names_c)]
+        parts += [f'<text x="{frame.x0 - 6}" y="{number(frame.y1 + (i + 0.5) * cell_h + 3)}" text-anchor="end">'
+                  f"{name}</text>" for i, name in enumerate(names_r)]
+        parts += [f'<text transform="translate({number(frame.x0 + (j + 0.5) * cell_w)} {frame.y1 + size + 8}) '
+                  f'rotate(35)">{name}</text>' for j, name in enumerate(names_c)]
     else:
-        ticks = Scale(0, max(rows, cols), 0, 1).ticks()
-        parts += [f'<text x="{frame.x0 - 6}" y="{_num(frame.y1 + t * cell_h + 3)}" text-anchor="end">{int(t)}</text>'
-                  for t in ticks if t < rows]
-        parts += [f'<text x="{_num(frame.x0 + t * cell_w)}" y="{frame.y1 + size + 13}" text-anchor="middle">'
-                  f"{int(t)}</text>" for t in ticks if t < cols]
-    parts.append(f'<text class="axis-label" x="{_num(frame.x0 + size / 2)}" y="{frame.height - 6}" '
-                 f'text-anchor="middle">{_text(x_label)}</text>')
-    parts.append(f'<text class="axis-label" transform="translate(12 {_num(frame.y1 + size / 2)}) rotate(-90)" '
-                 f'text-anchor="middle">{_text(y_label)}</text></g>')
+        ticks = Scale(0, max(n_rows, n_cols), 0, 1).ticks()
+        parts += [f'<text x="{frame.x0 - 6}" y="{number(frame.y1 + t * cell_h + 3)}" text-anchor="end">{int(t)}</text>'
+                  for t in ticks if t < n_rows]
+        parts += [f'<text x="{number(frame.x0 + t * cell_w)}" y="{frame.y1 + size + 13}" text-anchor="middle">'
+                  f"{int(t)}</text>" for t in ticks if t < n_cols]
+    parts.append(f'<text class="axis-label" x="{number(frame.x0 + size / 2)}" y="{frame.height - 6}" '
+                 f'text-anchor="middle">{escape(x_label)}</text>')
+    parts.append(f'<text class="axis-label" transform="translate(12 {number(frame.y1 + size / 2)}) rotate(-90)" '
+                 f'text-anchor="middle">{escape(y_label)}</text></g>')
     parts += _colour_bar(frame.x1 + 18, frame.y1, size, low, high)
     parts.append("</svg>")
     return Markup("".join(parts))
@@ -452,19 +449,20 @@ def _dense_cells(matrix: np.ndarray, low: float, high: float, x0: float, y0: flo
     Neighbouring cells of one row and level merge into one run; each path says in
     ``data-cells`` how many cells it covers.
     """
-    rows, cols = matrix.shape
+    n_rows, n_cols = matrix.shape
     levels = _levels(np.nan_to_num(matrix, nan=low), low, high).ravel()
     levels[np.isnan(matrix).ravel()] = LEVELS  # its own level, drawn grey
-    column = np.tile(np.arange(cols), rows)
+    column = np.tile(np.arange(n_cols), n_rows)
     starts = np.flatnonzero((column == 0) | np.concatenate([[True], levels[1:] != levels[:-1]]))
     lengths = np.diff(np.append(starts, levels.size))
-    run_level, run_row, run_col = levels[starts], starts // cols, starts % cols
-    parts = [f'<g class="cells" transform="translate({_num(x0)} {_num(y0)}) scale({cell_w:.4f} {cell_h:.4f})" '
+    run_level, run_row, run_col = levels[starts], starts // n_cols, starts % n_cols
+    parts = [f'<g class="cells" transform="translate({number(x0)} {number(y0)}) scale({cell_w:.4f} {cell_h:.4f})" '
              'shape-rendering="crispEdges">']
     for level in np.unique(run_level):
         members = np.flatnonzero(run_level == level)
         fill = MISSING if level == LEVELS else _level_colour(int(level), low, high)
-        path = "".join(f"M{c} {r}h{n}v1h-{n}z" for r, c, n in zip(run_row[members], run_col[members], lengths[members]))
+        path = "".join([f"M{c} {r}h{n}v1h-{n}z" for r, c, n in zip(run_row[members].tolist(),
+                                                                  run_col[members].tolist(), lengths[members].tolist())])
         parts.append(f'<path class="cell-group" data-cells="{int(lengths[members].sum())}" fill="{fill}" d="{path}"/>')
     parts.append("</g>")
     return parts
@@ -476,8 +474,8 @@ def _colour_bar(x: float, y: float, height: float, low: float, high: float, step
     fills = colour(low + (fractions + 0.5 / steps) * (high - low), low, high)
     step = height / steps
     parts = ['<g class="colour-bar" font-size="10">']
-    parts += [f'<rect x="{_num(x)}" y="{_num(y + height - (i + 1) * step)}" width="12" height="{_num(step + 0.3)}" '
+    parts += [f'<rect x="{number(x)}" y="{number(y + height - (i + 1) * step)}" width="12" height="{number(step + 0.3)}" '
               f'fill="{f}"/>' for i, f in enumerate(fills)]
-    parts.append(f'<text x="{_num(x + 16)}" y="{_num(y + 8)}">{_text(tick_label(high))}</text>'
-                 f'<text x="{_num(x + 16)}" y="{_num(y + height)}">{_text(tick_label(low))}</text></g>')
+    parts.append(f'<text x="{number(x + 16)}" y="{number(y + 8)}">{escape(tick_label(high))}</text>'
+                 f'<text x="{number(x + 16)}" y="{number(y + height)}">{escape(tick_label(low))}</text></g>')
     return parts

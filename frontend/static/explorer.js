@@ -100,22 +100,6 @@ function polygonFromText(text) {
   return valid ? vertices : null;
 }
 
-function pointsInPolygon(layout, vertices) {
-  // even-odd ray casting over every point of the layout
-  const inside = [];
-  for (let i = 0; i < layout.x.length; i += 1) {
-    const [px, py] = [layout.x[i], layout.y[i]];
-    let hit = false;
-    for (let a = 0, b = vertices.length - 1; a < vertices.length; b = a, a += 1) {
-      const [ax, ay] = vertices[a];
-      const [bx, by] = vertices[b];
-      if ((ay > py) !== (by > py) && px < ((bx - ax) * (py - ay)) / (by - ay) + ax) hit = !hit;
-    }
-    if (hit) inside.push(i);
-  }
-  return inside;
-}
-
 function main(root) {
   performance.mark("explorer:start");
   const defaults = JSON.parse(root.dataset.state);
@@ -165,6 +149,7 @@ function main(root) {
       radius: Number.isFinite(radius) ? Math.min(Math.max(radius, 0), 1) : defaults.radius,
       select: params.get("select") === "box" ? "box" : "lasso",
       sel: polygonFromText(params.get("sel")),
+      debug: params.get("debug") === "1",
     };
   }
   const state = readUrl();
@@ -174,6 +159,7 @@ function main(root) {
     if (s.concept !== null) params.set("concept", String(s.concept));
     if (s.select === "box") params.set("select", "box");
     if (s.sel) params.set("sel", polygonToText(s.sel));
+    if (s.debug) params.set("debug", "1");
     return `${window.location.pathname}?${params}`;
   }
 
@@ -237,8 +223,23 @@ function main(root) {
     lassoMinDelay: 10,
     lassoType: state.select === "box" ? "rectangle" : "freeform",
     deselectOnDblClick: false,
+    // events run inside the call that causes them, so that the page can tell the lasso it runs itself to restore a
+    // selection (restoreSelection) from the user's
+    syncEvents: true,
   });
-  window.blindspotExplorer = { scatterplot, state };
+  // ?debug=1: a small read-only view of the scatter, for debugging and for the browser tests (tests/browser): where
+  // the scatter draws a concept now, how many points it holds, its spatial index. A plain visit has none of it. Not
+  // as data attributes of the page: screen positions change with every pan, zoom and resize, and only the scatter's
+  // camera knows them; a test that recomputed them from the layout would re-implement regl-scatterplot's projection
+  // and test its own copy.
+  if (state.debug) {
+    window.blindspot = Object.freeze({
+      screenPosition: (concept) => scatterplot.getScreenPosition(concept),
+      screenPositions: () => Array.from({ length: nConcepts }, (_, i) => scatterplot.getScreenPosition(i)),
+      pointCount: () => scatterplot.get("points").length,
+      spatialIndex: () => scatterplot.get("spatialIndex")?.slice(0),
+    });
+  }
   let drawnScales = { colour: DIVERGING_KEYS.has(state.colour), sized: false }; // what the scatter was created with
   performance.mark("explorer:scatter-created");
 
@@ -418,15 +419,26 @@ function main(root) {
     if (highlighted.length) scatterplot.select(highlighted, { preventEvent: true });
   }
 
+  let restoring = false; // true while the page runs the bundle's lasso itself: its events are not the user's
+
   function restoreSelection() {
-    // the selection of the URL: the concepts inside its polygon, ranked as a lasso would rank them
+    // the selection of the URL: the concepts inside its polygon, found by the bundle's own lasso over its spatial
+    // index (the polygon is in layout coordinates, which are the scatter's GL coordinates, hence isGl), and ranked
+    // as the user's lasso is
     if (!state.sel || layout === null) {
       selectionBox.innerHTML = "";
       return Promise.resolve();
     }
-    const ids = pointsInPolygon(layout, state.sel);
+    restoring = true;
+    try {
+      scatterplot.lassoSelect(state.sel, { isGl: true });
+    } finally {
+      restoring = false;
+    }
+    const ids = scatterplot.get("selectedPoints");
     if (!ids.length) {
       selectionBox.innerHTML = "";
+      if (highlighted.length) scatterplot.select(highlighted, { preventEvent: true });
       return Promise.resolve();
     }
     return openSelection(ids.slice(0, 50000));
@@ -497,13 +509,14 @@ function main(root) {
   });
   scatterplot.subscribe("pointOut", hideTooltip);
   scatterplot.subscribe("select", ({ points }) => {
+    if (restoring) return;
     hideTooltip();
     if (points.length === 1) openConcept(points[0]);
     else if (points.length > 1) openSelection(points);
   });
   scatterplot.subscribe("lassoEnd", ({ coordinates }) => {
     // regl-scatterplot reports the drawn polygon in data (layout) coordinates: that polygon is the selection's state
-    if (!coordinates || coordinates.length < 3) return;
+    if (restoring || !coordinates || coordinates.length < 3) return;
     state.sel = coordinates.map(([x, y]) => [x, y]);
     window.history.pushState(null, "", urlOf(state));
   });

@@ -42,6 +42,25 @@ def test_overlaid_histograms_keep_their_series_apart():
     assert marks(root, "bar") == 4
 
 
+def test_histogram_bars_stand_on_their_bins_as_tall_as_their_counts_and_say_so():
+    edges, counts = [0.0, 0.5, 1.0, 1.5, 2.0], {"real": [4, 0, 1, 2.5], "gen": [0, 0, 3, 8]}
+    frame = svg.Frame()
+    root = parse(svg.histogram(edges, counts, frame=frame))
+    bin_width = (frame.x1 - frame.x0) / 4
+    per_count = (frame.y0 - frame.y1) / (8 * 1.05)  # a linear axis up to 105% of the largest count
+    for g in (g for g in root.iter(f"{SVG}g") if g.get("class") == "series"):
+        name = g.get("data-series")
+        drawn = [e for e in g if e.get("class") == "bar"]
+        shown = [(j, c) for j, c in enumerate(counts[name]) if c > 0]
+        assert len(drawn) == len(shown)
+        for (j, c), bar in zip(shown, drawn):
+            x, y, width, height = (float(bar.get(k)) for k in ("x", "y", "width", "height"))
+            assert x == pytest.approx(frame.x0 + j * bin_width, abs=0.06)
+            assert width == pytest.approx(bin_width - 0.5, abs=0.11)  # a hairline gap between neighbours
+            assert height == pytest.approx(c * per_count, abs=0.11) and y + height == pytest.approx(frame.y0, abs=0.11)
+            assert bar.find(f"{SVG}title").text == f"{name}: [{edges[j]:g}, {edges[j + 1]:g}) {c:g}"
+
+
 def test_histogram_refuses_counts_that_do_not_fit_the_edges():
     with pytest.raises(ValueError, match="11 edges need 10 counts"):
         svg.histogram(np.linspace(0, 1, 11), {"x": [1, 2, 3]})

@@ -29,17 +29,25 @@ def atlas_facts(lens_atlas):
 
 
 def state(page) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+    """The view state in the page's URL (``debug``, which only turns on the page's debugging view, left out)."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items() if k != "debug"}
 
 
 def open_explorer(page, base: str, query: str = "") -> None:
-    page.goto(f"{base}/explorer{query}")
+    """The explorer with its read-only debugging view of the scatter (``?debug=1``: ``window.blindspot``), which
+    says where the scatter's camera draws each concept."""
+    page.goto(f"{base}/explorer{query}{'&' if query else '?'}debug=1")
     page.wait_for_selector("#plot[data-points]", timeout=30_000)
+
+
+def screen_position(page, concept: int) -> tuple[float, float]:
+    """Where the scatter draws ``concept`` now, relative to its canvas."""
+    return tuple(page.evaluate("(i) => window.blindspot.screenPosition(i)", concept))
 
 
 def point_on_page(page, concept: int) -> tuple[float, float]:
     """Where the scatter draws ``concept``, in page coordinates (from the scatterplot's own camera)."""
-    x, y = page.evaluate("(i) => window.blindspotExplorer.scatterplot.getScreenPosition(i)", concept)
+    x, y = screen_position(page, concept)
     box = page.locator("#scatter").bounding_box()
     return box["x"] + x, box["y"] + y
 
@@ -47,7 +55,7 @@ def point_on_page(page, concept: int) -> tuple[float, float]:
 def test_the_scatter_draws_every_concept(page, live_server, atlas_facts):
     open_explorer(page, live_server)
     assert int(page.get_attribute("#plot", "data-points")) == atlas_facts["n"]
-    assert page.evaluate("() => window.blindspotExplorer.scatterplot.get('points').length") == atlas_facts["n"]
+    assert page.evaluate("() => window.blindspot.pointCount()") == atlas_facts["n"]
     # the WebGL canvas really shows points: many pixels differ from the plot's background
     page.locator("#scatter").screenshot(path=str(ARTIFACTS / "scatter-only.png"))
     pixels = np.asarray(Image.open(ARTIFACTS / "scatter-only.png").convert("RGB"), dtype=int)
@@ -55,6 +63,20 @@ def test_the_scatter_draws_every_concept(page, live_server, atlas_facts):
     assert coloured.sum() > 20 * atlas_facts["n"]
     assert "delta" in page.inner_text("#legend")
     assert page.locator("#plot-status").is_hidden()
+
+
+def test_the_debugging_view_is_there_only_when_asked_for_and_reads_only(page, live_server, atlas_facts):
+    page.goto(f"{live_server}/explorer?model=planted")
+    page.wait_for_selector("#plot[data-points]", timeout=30_000)
+    assert page.evaluate("() => [typeof window.blindspot, typeof window.blindspotExplorer]") == ["undefined",
+                                                                                                 "undefined"]
+    open_explorer(page, live_server, "?model=planted")
+    assert "debug=1" in page.url  # kept through the page's own URL updates, so a reload keeps it
+    assert page.evaluate("""() => {
+        const api = window.blindspot;
+        try { api.pointCount = () => 0; } catch (error) { /* frozen: strict code would throw */ }
+        return [Object.isFrozen(api), api.pointCount()];
+    }""") == [True, atlas_facts["n"]]
 
 
 def test_hover_shows_a_tooltip_and_click_opens_the_card_and_updates_the_url(page, live_server, atlas_facts):
@@ -81,7 +103,7 @@ def test_edges_follow_the_concept_when_the_window_is_resized(page, live_server, 
 
     def anchored() -> bool:
         cx, cy = (float(page.get_attribute("#edges circle.anchor", k)) for k in ("cx", "cy"))
-        x, y = page.evaluate("(i) => window.blindspotExplorer.scatterplot.getScreenPosition(i)", concept)
+        x, y = screen_position(page, concept)
         return abs(cx - x) < 1 and abs(cy - y) < 1
 
     deadline = time.monotonic() + 5
@@ -192,8 +214,8 @@ def test_a_box_selects_the_concepts_inside_it(page, live_server, atlas_facts):
     drag_with_shift(page, (left, top), (right, bottom))
     page.wait_for_selector(".selection-ranking")
     count = int(page.get_attribute(".selection-ranking", "data-count"))
-    screen = page.evaluate("(n) => Array.from({length: n}, (_, i) => window.blindspotExplorer.scatterplot"
-                           ".getScreenPosition(i))", atlas_facts["n"])
+    screen = page.evaluate("() => window.blindspot.screenPositions()")
+    assert len(screen) == atlas_facts["n"]
     x0, y0 = left - box["x"], top - box["y"]
     x1, y1 = right - box["x"], bottom - box["y"]
 
@@ -203,6 +225,11 @@ def test_a_box_selects_the_concepts_inside_it(page, live_server, atlas_facts):
     assert 0 < inside(4) <= count <= inside(-4)  # a rectangle, up to the pixels on its border
     sel = [tuple(map(float, v.split(","))) for v in state(page)["sel"].split(";")]
     assert len({x for x, _ in sel}) == 2 and len({y for _, y in sel}) == 2  # the URL holds the rectangle
+    ranked = page.locator("#selection a[data-concept]").evaluate_all("links => links.map(a => a.dataset.concept)")
+    page.goto(page.url)  # a shared link: the rectangle of the URL selects the same concepts again
+    page.wait_for_selector(".selection-ranking")
+    assert int(page.get_attribute(".selection-ranking", "data-count")) == count
+    assert page.locator("#selection a[data-concept]").evaluate_all("links => links.map(a => a.dataset.concept)") == ranked
 
 
 def test_editing_a_label_updates_the_card_and_the_tooltip(page, live_server, atlas_facts):

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from tests.browser.test_explorer_browser import atlas_facts, open_explorer, point_on_page  # noqa: F401 (a fixture)
+from tests.browser.test_explorer_browser import (  # noqa: F401 (atlas_facts: a fixture)
+    atlas_facts, open_explorer, point_on_page, screen_position)
 
 
 def overlap(a: dict, b: dict) -> float:
@@ -44,8 +45,7 @@ def test_overview_pair_images_do_not_overlap_and_sit_under_their_sources_name(pa
 
 def test_the_tooltip_stays_inside_the_map_and_goes_away_on_click_and_model_switch(page, live_server, atlas_facts):
     open_explorer(page, live_server, "?model=planted")
-    positions = page.evaluate("(n) => Array.from({length: n}, (_, i) => "
-                              "window.blindspotExplorer.scatterplot.getScreenPosition(i))", atlas_facts["n"])
+    positions = page.evaluate("() => window.blindspot.screenPositions()")
     rightmost = max(range(atlas_facts["n"]), key=lambda i: positions[i][0])
     x, y = point_on_page(page, rightmost)
     page.mouse.move(x, y)
@@ -90,7 +90,7 @@ def test_search_hits_are_ringed_on_the_map(page, live_server, atlas_facts):
     assert sorted(int(r.get_attribute("data-concept")) for r in rings.all()) == sorted(hits)
     for ring in rings.all():
         concept = int(ring.get_attribute("data-concept"))
-        x, y = page.evaluate("(i) => window.blindspotExplorer.scatterplot.getScreenPosition(i)", concept)
+        x, y = screen_position(page, concept)
         assert abs(float(ring.get_attribute("cx")) - x) < 1 and abs(float(ring.get_attribute("cy")) - y) < 1
     page.fill("#search", "")
     page.wait_for_function("() => document.querySelectorAll('#hits circle').length === 0")
@@ -176,7 +176,7 @@ def test_the_scatter_uses_the_servers_spatial_index_and_picks_points_with_it(pag
     letting it sort the points on every draw; hover and lasso (tested above) query that index."""
     open_explorer(page, live_server, "?model=planted")
     used = page.evaluate("""async () => {
-        const index = window.blindspotExplorer.scatterplot.get('spatialIndex');
+        const index = window.blindspot.spatialIndex();
         const order = new Uint32Array(await (await fetch('/api/explorer/layout-order.bin')).arrayBuffer());
         const n = order.length;
         const ids = new (n < 65536 ? Uint16Array : Uint32Array)(index, 8, n);
