@@ -175,8 +175,11 @@ def chips(card: dict[str, Any]) -> Markup:
     elif s["exaggerated"]:
         found.append(_chip("exaggerated blindspot", "chip-exaggerated"))
     elif s["suppressed_paper"] or s["exaggerated_paper"]:
+        why = ("the difference is not significant" if not s["significant"] else
+               f'the energy moved by less than {100 * card["thresholds"]["min_change"]:.0f}% of its real value '
+               "(the effect-size floor)")
         found.append(_chip("past the paper's threshold only", "chip-insig",
-                           "delta passes the paper's threshold but the difference is not significant: not flagged"))
+                           f"delta passes the paper's threshold but {why}: not flagged"))
     if card["is_dead"]:
         found.append(_chip("dead: never fires", "chip-insig"))
     return Markup("\n    ".join(found))
