@@ -2,8 +2,9 @@
 
 Suppressed blindspots are concepts with delta below the atlas's threshold (0.1 by
 default), exaggerated ones above the upper threshold (0.9), whose paired test survives
-the false-discovery-rate control: the ``suppressed`` / ``exaggerated`` flags of
-``concept_stats``. ``flags=paper`` ranks by the paper's thresholds alone instead.
+the false-discovery-rate control (and that clear the effect-size floor
+``analysis.min_change`` where the atlas sets one): the ``suppressed`` / ``exaggerated`` flags
+of ``concept_stats``. ``flags=paper`` ranks by the paper's thresholds alone instead.
 Filters and sort orders come from fixed enums mapped to fixed SQL fragments; every
 value reaches the database as a bound parameter.
 
