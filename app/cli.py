@@ -450,7 +450,8 @@ def _print_world(evaluation) -> None:
     from rich.table import Table
 
     table = Table("generator", "recall", "false alarms", "Spearman", "missed", "ineffective plants",
-                  "diagnostic: Spearman of relative delta", "diagnostic: unexplained alarms", "diagnostic: explained Spearman",
+                  "diagnostic: Spearman of relative delta", "diagnostic: unexplained alarms",
+                  "diagnostic: explained Spearman",
                   title=f"ground truth (T = {evaluation.temperature:.4g}, FDR {evaluation.fdr:g}, "
                         f"min AUROC {evaluation.min_auroc:g})")
     for s in evaluation.generators:
@@ -459,7 +460,8 @@ def _print_world(evaluation) -> None:
                       _fraction(s.found, s.planted, s.recall),
                       _fraction(s.false_alarms, s.flagged, s.false_alarm_rate),
                       _number(s.spearman), escape(", ".join(s.missed) or "-"), escape(", ".join(s.ineffective) or "-"),
-                      _number(s.spearman_relative), _fraction(diag["unexplained_alarms"], s.flagged, diag["unexplained_alarm_rate"]),
+                      _number(s.spearman_relative),
+                      _fraction(diag["unexplained_alarms"], s.flagged, diag["unexplained_alarm_rate"]),
                       _number(diag["spearman_explained"]))
     console.print(table)
     nulls = ", ".join(f"{r['control']} {r['flagged']} (paper thresholds alone: {r['flagged_paper']})"

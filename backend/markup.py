@@ -30,7 +30,8 @@ from markupsafe import Markup
 __all__ = ["Markup", "element", "empty", "escape", "escape_all", "number", "numbers", "opening"]
 
 COORDINATE_RANGE = 2000  # numbers() reads |value| <= this from its table; beyond it formats each value itself
-_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"})
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                   "wbr"})
 
 
 def escape(value: object) -> str:

@@ -150,8 +150,8 @@ def mcdiarmid_halfwidth(real: sp.csr_array, generated: sp.csr_array, temperature
 
 def concept_stats(real: sp.csr_array, generated: sp.csr_array, *, temperature: float = 0.8,
                   suppressed_below: float = 0.1, exaggerated_above: float = 0.9, fdr: float = 0.05,
-                  min_change: float = 0.0, pvalue_rule: str = "hoeffding", uncertainty: str = "bootstrap", resamples: int = 1000,
-                  seed: int = 0) -> ConceptStats:
+                  min_change: float = 0.0, pvalue_rule: str = "hoeffding", uncertainty: str = "bootstrap",
+                  resamples: int = 1000, seed: int = 0) -> ConceptStats:
     """All per-concept statistics of one generator against the real set.
 
     ``resamples = 0`` with ``uncertainty = "none"`` skips the interval (NaN), for
@@ -176,7 +176,8 @@ def concept_stats(real: sp.csr_array, generated: sp.csr_array, *, temperature: f
     return ConceptStats(
         e_real=e_real, e_gen=e_gen, delta=delta, relative_delta=relative, nu_real=nu_real, nu_gen=nu_gen,
         suppressed_paper=delta < suppressed_below, exaggerated_paper=delta > exaggerated_above,
-        p_value=p, q_value=q, fdr=fdr, min_change=min_change, ci_low=low.astype(np.float64), ci_high=high.astype(np.float64),
+        p_value=p, q_value=q, fdr=fdr, min_change=min_change,
+        ci_low=low.astype(np.float64), ci_high=high.astype(np.float64),
     )
 
 

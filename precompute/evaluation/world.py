@@ -273,7 +273,8 @@ def _score(db, source_id: str, truth: TrueChange, detectability: list[Detection]
                           WHERE s.source_id = ? AND NOT c.is_dead""", [source_id])
     effects = _query(db, "SELECT concept, effect FROM planted_effects WHERE source_id = ? ORDER BY concept",
                      [source_id])
-    sees = [(w, sup, exa) for _, w, auc, _, sup, exa, _ in stats if w is not None and auc is not None and auc >= min_auroc]
+    sees = [(w, sup, exa) for _, w, auc, _, sup, exa, _ in stats
+            if w is not None and auc is not None and auc >= min_auroc]
     found, planted, missed, ineffective = 0, 0, [], []
     planted_direction = {}
     for concept, effect in effects:
@@ -293,10 +294,11 @@ def _score(db, source_id: str, truth: TrueChange, detectability: list[Detection]
         detects = world is not None and auc is not None and auc >= min_auroc
         backed = detects and (planted_direction.get(world) == direction or truth.of(world) == direction)
         false_alarms += not backed
-    # one point per world concept the lens detects: the delta of its best detector against its true change
-    delta = {concept: (d, r) for concept, _, _, d, _, _, r in stats}
-    points = [(*delta[d.concept], truth.log_odds[truth.world.index(d.world_concept)]) for d in detectability
-              if d.auroc is not None and d.auroc >= min_auroc and d.concept in delta]
+    # one point per world concept the lens detects: the delta (and relative delta) of its best detector against
+    # its true change
+    deltas = {concept: (d, r) for concept, _, _, d, _, _, r in stats}
+    points = [(*deltas[d.concept], truth.log_odds[truth.world.index(d.world_concept)]) for d in detectability
+              if d.auroc is not None and d.auroc >= min_auroc and d.concept in deltas]
     rho = rho_relative = None
     if len(points) >= 3:
         x, relative, y = np.array(points).T
