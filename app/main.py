@@ -13,9 +13,9 @@ from importlib import resources
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.templating import Jinja2Templates
 
 from app.errors import HANDLED, error_response, handle_error
+from app.render import templates
 from app.routes import compare, concepts, cooccurrence, datapoints, explorer, images, overview, rankings
 from app.routes import internal, steer
 from app.security import WebDefences, allowed_hosts
@@ -25,7 +25,6 @@ from backend.atlas import Atlas
 from backend.explorer import Explorer
 from backend.labels import LabelStore, default_label_path, lens_identity
 from backend.steering.atlas import steering_services
-from backend.svg import SEQUENTIAL
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -57,9 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     # HTML, JSON, CSS, JS and the binary point payload compressed (images are PNG, left as they are)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.state.settings = settings
-    app.state.templates = Jinja2Templates(directory=str(frontend / "templates"))
-    # the one sequential colour scale, for the scatter's colours as for the server's charts
-    app.state.templates.env.globals["sequential_scale"] = SEQUENTIAL.astype(int).tolist()
+    app.state.templates = templates()
     app.mount("/static", CompressedStaticFiles(directory=str(frontend / "static")), name="static")
     app.include_router(overview.router)
     app.include_router(images.router)

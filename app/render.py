@@ -7,11 +7,29 @@ while a plain visit of the same URL (a shared link, a reload) gets the whole pag
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from backend.svg import SEQUENTIAL
+
+
+def templates() -> Jinja2Templates:
+    """The server's templates (``frontend/templates``).
+
+    Read once: they ship with the package, so a changed template needs a restart of the server, as a changed
+    module does. Jinja's default (``auto_reload``) would look at each template file's time on every render, and
+    the concept card imports its macros on every click (``bench/card_html_bench.py`` renders with these).
+    """
+    loader = FileSystemLoader(str(resources.files("frontend") / "templates"))
+    found = Jinja2Templates(env=Environment(loader=loader, autoescape=select_autoescape(), auto_reload=False))
+    # the one sequential colour scale, for the scatter's colours as for the server's charts
+    found.env.globals["sequential_scale"] = SEQUENTIAL.astype(int).tolist()
+    return found
 
 
 def is_htmx(request: Request) -> bool:

@@ -24,12 +24,10 @@ import random
 import statistics
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader
-
 from analysis_views_bench import atlas_parser, on_atlas
+from app.render import templates
 from backend.atlas import Atlas
 from backend.explorer import Explorer
 from backend.labels import LabelStore, lens_identity
@@ -49,8 +47,7 @@ def measure(root: Path, cards: int, seed: int = 0) -> None:
             start = time.perf_counter()
             explorer.cards.get()
             print(f"card index read in {time.perf_counter() - start:.2f} s ({explorer.n_concepts} concepts)")
-            env = Environment(loader=FileSystemLoader(str(resources.files("frontend") / "templates")), autoescape=True)
-            template = env.get_template("_concept_card.html")
+            template = templates().env.get_template("_concept_card.html")  # the server's templates
             rng = random.Random(seed)
             models = explorer.models()
             data_ms, parts_ms, html_ms, sizes = [], [], [], []
