@@ -126,6 +126,15 @@ def _wood(rng: np.random.Generator, g: Grid) -> np.ndarray:
     return _mix(light, dark, t)
 
 
+def wrapped_bins(x: np.ndarray, bins: int) -> np.ndarray:
+    """The bin of each ``x`` among ``bins`` equal bins of a circle of circumference 1 (``x`` taken mod 1).
+
+    In float32 a value just below 0 comes out of ``% 1.0`` as exactly 1.0, one bin past the last: it belongs to
+    the last bin (the wrap-around it is), so the index is clipped there.
+    """
+    return np.minimum(np.floor((x % 1.0) * bins).astype(np.intp), bins - 1)
+
+
 def _grass(rng: np.random.Generator, g: Grid) -> np.ndarray:
     dark = np.array([0.10, 0.32, 0.08]) + rng.uniform(-0.03, 0.03, 3)
     light = np.array([0.45, 0.72, 0.22]) + rng.uniform(-0.04, 0.04, 3)
@@ -134,7 +143,7 @@ def _grass(rng: np.random.Generator, g: Grid) -> np.ndarray:
     for blades, weight in ((70, 0.55), (130, 0.45)):  # two layers of blades, not a pixel loop
         shade = rng.uniform(0.0, 1.0, blades).astype(np.float32)
         tip = rng.uniform(0.0, 0.35, blades).astype(np.float32)
-        ix = np.floor(((g.X + sway) % 1.0) * blades).astype(np.intp)
+        ix = wrapped_bins(g.X + sway, blades)
         tall = np.clip((g.Y - tip[ix]) * 8.0, 0.0, 1.0)  # blades fade in below their tip
         value += weight * shade[ix] * (0.35 + 0.65 * tall)
     value *= 0.75 + 0.35 * g.Y  # lit from below a little less than from above

@@ -8,7 +8,7 @@ from scipy.ndimage import binary_erosion
 
 from precompute.errors import ConfigError
 from precompute.world import FAMILIES, FAMILY_MEMBERS, Scene, render, sample_scene
-from precompute.world.backgrounds import grid
+from precompute.world.backgrounds import grid, paint_background, wrapped_bins
 
 
 def _scene(**kw) -> Scene:
@@ -103,3 +103,11 @@ def test_bad_size_is_a_config_error():
         render(_scene(), 4)
     with pytest.raises(ConfigError, match="size"):
         render(_scene(), "64")
+
+
+def test_a_blade_of_grass_that_wraps_past_the_right_edge_is_drawn_not_an_index_error():
+    # rng seed 3651 at 64 px puts a blade's x at a float32 just below 0, which ``% 1.0`` makes exactly 1.0: one bin
+    # past the last (world seed 808 of ``eval world --random-plants`` stopped there)
+    assert wrapped_bins(np.array([-1e-9, 0.0, 0.5, 0.999999, 1.0], dtype=np.float32), 70).tolist() == [69, 0, 35, 69, 0]
+    image = paint_background("grass", np.random.default_rng(3651), 64)
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all() and 0.0 <= image.min() <= image.max() <= 1.0
