@@ -241,19 +241,14 @@ def histogram(edges: Sequence[float], counts: Mapping[str, Sequence[float]], *, 
     places = numbers(at[:-1] + [max(b - a - 0.5, 0.5) for a, b in zip(at, at[1:])])  # a hairline gap between bars
     columns = [f'x="{a}" width="{w}"' for a, w in zip(places, places[len(at) - 1:])]
     ranges = [f"[{a}, {b})" for a, b in zip(written, written[1:])]
-    # every series' non-empty bins, then their tops and heights written in one lookup
-    shown = [[j for j, count in enumerate(row) if count > 0] for row in values]
-    tops = y.at([row[j] for row, bins in zip(values, shown) for j in bins])
-    written = numbers(tops + [base - t for t in tops])
-    heights = len(tops)
-    first = 0
-    for name, row, bins, fill in zip(counts, values, shown, series_colours(list(counts))):
-        label = escape(name)
+    for name, row, fill in zip(counts, values, series_colours(list(counts))):
+        label, shown = escape(name), [j for j, count in enumerate(row) if count > 0]
+        tops = y.at([row[j] for j in shown])
         parts.append(f'<g class="series" data-series="{label}" fill="{fill}" fill-opacity="{opacity}">')
-        parts += [f'<rect class="bar" {columns[j]} y="{written[i]}" height="{written[heights + i]}"><title>{label}: '
-                  f"{ranges[j]} {row[j]:g}</title></rect>" for i, j in enumerate(bins, first)]
+        parts += [f'<rect class="bar" {columns[j]} y="{top}" height="{height}"><title>{label}: {ranges[j]} '
+                  f"{row[j]:g}</title></rect>" for j, top, height in zip(shown, numbers(tops),
+                                                                        numbers([base - t for t in tops]))]
         parts.append("</g>")
-        first += len(bins)
     return Markup("".join([*parts, *_legend(frame, list(counts)), "</svg>"]))
 
 
