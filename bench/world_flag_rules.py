@@ -19,6 +19,7 @@ Spearman is not re-scored: delta with T_k is monotone in the relative change, so
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,7 +35,7 @@ RELATIVE = ("suppressed = coalesce(q_value, 1) <= ? AND e_real > 0 AND (e_real -
             "exaggerated = coalesce(q_value, 1) <= ? AND (e_gen - e_real) >= ? * greatest(e_real, 1e-9)")
 
 
-def rescore(atlases: list[Path], rule: str, value: float, fdr: float = 0.05) -> dict:
+def rescore(atlases: list[Path], rule: str, value: float) -> dict:
     recall, false_alarms, flags, alarms, nulls, missed = [], [], 0, 0, 0, []
     for atlas in atlases:
         with tempfile.TemporaryDirectory() as temp:
@@ -42,6 +43,8 @@ def rescore(atlases: list[Path], rule: str, value: float, fdr: float = 0.05) -> 
             copy.mkdir()
             shutil.copy(atlas / "atlas.duckdb", copy / "atlas.duckdb")
             with duckdb.connect(str(copy / "atlas.duckdb")) as db:
+                config = db.execute("SELECT value FROM atlas_info WHERE key = 'config'").fetchone()[0]
+                fdr = float(json.loads(config)["analysis"]["fdr"])  # the atlas's own, as evaluate_world reads it
                 db.execute(f"UPDATE concept_stats SET {rule}", [fdr, value, fdr, value])
             for g in evaluate_world(copy).generators:
                 if g.control:
