@@ -136,6 +136,7 @@ function main(root) {
   let edges = null;
   let highlighted = [];
   let contextToken = 0;
+  let cardToken = 0;
 
   function readUrl() {
     const params = new URLSearchParams(window.location.search);
@@ -374,12 +375,16 @@ function main(root) {
       drawEdges();
       return;
     }
-    const url = `/api/explorer/context?concept=${state.concept}&model=${encodeURIComponent(state.model)}&radius=${state.radius}`;
+    // a later call (another concept, the back button) supersedes this one at every await: a stale answer must not
+    // draw the edges or move the camera of a concept that is no longer open
+    const concept = state.concept;
+    const url = `/api/explorer/context?concept=${concept}&model=${encodeURIComponent(state.model)}&radius=${state.radius}`;
     const response = await fetch(url);
     if (!response.ok || token !== contextToken) return;
     const data = await response.json();
+    if (token !== contextToken) return;
     edges = data.edges;
-    highlighted = [state.concept, ...data.neighbours.map((n) => n.concept)];
+    highlighted = [concept, ...data.neighbours.map((n) => n.concept)];
     scatterplot.select(highlighted, { preventEvent: true });
     neighbourList.replaceChildren(...data.neighbours.map((n) => conceptLink(n.concept, n.label, n.distance.toFixed(3))));
     neighbourCount.textContent = `${data.neighbours.length} within ${state.radius.toFixed(2)} of the map`;
@@ -387,18 +392,25 @@ function main(root) {
     drawEdges();
     if (zoom) {
       // close enough to see the concept's surroundings, whatever its neighbour count (one point alone would fill the view)
-      await scatterplot.zoomToLocation([layout.x[state.concept], layout.y[state.concept]], 0.45,
+      await scatterplot.zoomToLocation([layout.x[concept], layout.y[concept]], 0.45,
         { transition: true, transitionDuration: 400 });
     }
   }
 
   async function loadCard() {
-    if (state.concept === null) {
+    // the card fragment, swapped in only while it is still the open concept's (as loadContext, by a token)
+    const token = ++cardToken;
+    const concept = state.concept;
+    if (concept === null) {
       card.innerHTML = placeholder;
       return;
     }
-    await htmx.ajax("GET", `/concepts/${state.concept}?model=${encodeURIComponent(state.model)}`, { target: "#card", swap: "innerHTML" });
-    card.dataset.concept = String(state.concept);
+    const response = await fetch(`/concepts/${concept}?model=${encodeURIComponent(state.model)}`, { headers: { "HX-Request": "true" } });
+    const html = await response.text(); // an error answers with its own fragment, which says what went wrong
+    if (token !== cardToken) return;
+    card.innerHTML = html;
+    htmx.process(card);
+    card.dataset.concept = String(concept);
   }
 
   async function openConcept(concept, { push = true, zoom = false } = {}) {

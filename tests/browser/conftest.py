@@ -88,7 +88,7 @@ def page(browser, request):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("pageerror", lambda error: errors.append(f"page error: {error.stack or error}"))
     # a 422 is the answer some tests provoke on purpose (a refused label): the browser and htmx log it, the page
     # shows it to the user, so it is no error here
     page.on("console", lambda message: errors.append(f"console: {message.text}")

@@ -158,6 +158,30 @@ def test_model_switch_and_search_keep_the_url_in_step(page, live_server, atlas_f
     assert "concept" not in state(page) and state(page)["model"] == "same"
 
 
+def test_an_answer_that_lands_after_the_back_button_changes_nothing(page, live_server, atlas_facts):
+    """A slow machine answers the card and the context of a concept after the user has gone back: the closed concept
+    must not come back, draw edges or move the camera (a stale zoom to no concept put NaN into every position)."""
+    open_explorer(page, live_server, "?model=planted")
+    held = []
+    page.route(re.compile(r"/api/explorer/context\?|/concepts/\d+\?"), lambda route: held.append(route))
+    page.fill("#jump", str(atlas_facts["live"][0]))
+    page.press("#jump", "Enter")
+    deadline = time.monotonic() + 10
+    while len(held) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert len(held) == 2, [r.request.url for r in held]
+    page.go_back()
+    page.wait_for_function("() => !new URLSearchParams(location.search).has('concept')")
+    for route in held:
+        route.continue_()
+    page.wait_for_timeout(1500)  # both answers land and are read
+    assert page.locator("#concept-card").count() == 0
+    assert page.locator("#card .placeholder").count() == 1
+    assert page.locator("#edges > *").count() == 0
+    positions = page.evaluate("() => window.blindspot.screenPositions()")
+    assert all(np.isfinite(p).all() for p in positions)
+
+
 def test_a_lasso_opens_a_ranking_of_the_selection(page, live_server, atlas_facts):
     open_explorer(page, live_server, "?model=planted")
     box = page.locator("#scatter").bounding_box()
