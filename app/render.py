@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from backend.svg import SEQUENTIAL
+from backend.views.concept_html import label_block
 
 
 def templates() -> Jinja2Templates:
@@ -29,6 +30,9 @@ def templates() -> Jinja2Templates:
     found = Jinja2Templates(env=Environment(loader=loader, autoescape=select_autoescape(), auto_reload=False))
     # the one sequential colour scale, for the scatter's colours as for the server's charts
     found.env.globals["sequential_scale"] = SEQUENTIAL.astype(int).tolist()
+    # the concept card's label block, built in Python as the card's other parts are; the card and the label routes
+    # (``_concept_label.html``) both draw it
+    found.env.globals["label_block"] = label_block
     return found
 
 

@@ -98,7 +98,8 @@ class Scale:
         if self.log:
             k = (self.end - self.start) / math.log10(self.high / self.low)
             return [self.start + math.log10(v / self.low) * k if v > 0 else math.nan for v in values]
-        return [self.start + (v - self.low) * (self.end - self.start) / (self.high - self.low) for v in values]
+        start, low, span, width = self.start, self.low, self.end - self.start, self.high - self.low
+        return [start + (v - low) * span / width for v in values]
 
     def ticks(self, target: int = 5) -> list[float]:
         """Round tick values inside the domain (and ``tick_bounds``): 1-2-5 steps, or on a log scale 1, 2 and 5
@@ -237,18 +238,24 @@ def histogram(edges: Sequence[float], counts: Mapping[str, Sequence[float]], *, 
         y = replace(y, tick_bounds=(1.0, math.inf))
     parts = _axes(frame, x, y, x_label, y_label, "histogram", title)
     opacity = "0.55" if len(counts) > 1 else "0.9"
-    at, written, base = x.at(bounds), [f"{b:.3g}" for b in bounds], frame.y0
-    places = numbers(at[:-1] + [max(b - a - 0.5, 0.5) for a, b in zip(at, at[1:])])  # a hairline gap between bars
-    columns = [f'x="{a}" width="{w}"' for a, w in zip(places, places[len(at) - 1:])]
-    ranges = [f"[{a}, {b})" for a, b in zip(written, written[1:])]
-    for name, row, fill in zip(counts, values, series_colours(list(counts))):
-        label, shown = escape(name), [j for j, count in enumerate(row) if count > 0]
-        tops = y.at([row[j] for j in shown])
+    at, written, base, n = x.at(bounds), [f"{b:.3g}" for b in bounds], frame.y0, len(bounds) - 1
+    shown = [[j for j, count in enumerate(row) if count > 0] for row in values]
+    tops = y.at([row[j] for row, bins in zip(values, shown) for j in bins])
+    # every coordinate of the chart's bars in one lookup: each bin's place and width (a hairline gap between bars),
+    # then each bar's top and height, series after series
+    coordinates = numbers(at[:-1] + [max(b - a - 0.5, 0.5) for a, b in zip(at, at[1:])] + tops
+                          + [base - t for t in tops])
+    starts = [f'<rect class="bar" x="{a}" width="{w}" y="' for a, w in zip(coordinates[:n], coordinates[n:2 * n])]
+    ranges = [f"[{a}, {b}) " for a, b in zip(written, written[1:])]
+    top_at, height_at = 2 * n, 2 * n + len(tops)
+    for name, row, fill, bins in zip(counts, values, series_colours(list(counts)), shown):
+        label = escape(name)
         parts.append(f'<g class="series" data-series="{label}" fill="{fill}" fill-opacity="{opacity}">')
-        parts += [f'<rect class="bar" {columns[j]} y="{top}" height="{height}"><title>{label}: {ranges[j]} '
-                  f"{row[j]:g}</title></rect>" for j, top, height in zip(shown, numbers(tops),
-                                                                        numbers([base - t for t in tops]))]
+        parts += [f'{starts[j]}{top}" height="{height}"><title>{label}: {ranges[j]}{row[j]:g}</title></rect>'
+                  for j, top, height in zip(bins, coordinates[top_at:top_at + len(bins)],
+                                            coordinates[height_at:height_at + len(bins)])]
         parts.append("</g>")
+        top_at, height_at = top_at + len(bins), height_at + len(bins)
     return Markup("".join([*parts, *_legend(frame, list(counts)), "</svg>"]))
 
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from backend.markup import Markup, element, escape, escape_all, numbers
+from backend.markup import Markup, escape, escape_all, numbers
 
 DELTA_X0, DELTA_WIDTH, DELTA_ROW = 110, 260, 22  # the delta strip: label column, track length, row height
 DELTA_VIEW = 560  # its width: the track, then each row's numbers
@@ -100,17 +100,25 @@ def deltas_svg(deltas: Sequence[dict[str, Any]], model: str, suppressed_below: f
             f'stroke-width="2"/><circle cx="{at}" cy="{y}" r="5" class="{kind}"><title>{name}: '
             f'δ {written}</title></circle>'
             f'<text class="value" x="{x0 + w + 14}" y="{y + 4}">δ {written}</text></g>')
+    head, tail = _deltas_frame(n, suppressed_below, exaggerated_above)
+    return Markup(f'{head}{"".join(rows)}{tail}')
+
+
+@lru_cache(maxsize=64)
+def _deltas_frame(n: int, suppressed_below: float, exaggerated_above: float) -> tuple[str, str]:
+    """What the delta strip's number of rows and the atlas's thresholds alone decide: its opening with the
+    threshold lines, and its axis with the closing tag (the same for every card of an atlas with ``n`` models)."""
+    x0, w = DELTA_X0, DELTA_WIDTH
     bottom = 20 + DELTA_ROW * (n - 1) + 10
     marks = "".join(
         f'<g class="threshold"><line x1="{at}" y1="8" x2="{at}" y2="{bottom}" stroke="{colour}" stroke-dasharray="3 3"/>'
         f'<text x="{at}" y="6" text-anchor="middle">{t:g}</text></g>' for t, colour, at in zip(
             (suppressed_below, 0.5, exaggerated_above), ("#3b5bdb", "#ced4da", "#e8590c"),
             numbers([x0 + w * t for t in (suppressed_below, 0.5, exaggerated_above)])))
-    return Markup(
-        f'<svg class="deltas" viewBox="0 -4 {DELTA_VIEW} {bottom + 22}" role="img" '
-        f'aria-label="delta of this concept per model">{marks}{"".join(rows)}<g class="axis">'
-        f'<text x="{x0}" y="{bottom + 14}">0 suppressed</text>'
-        f'<text x="{x0 + w}" y="{bottom + 14}" text-anchor="end">exaggerated 1</text></g></svg>')
+    return (f'<svg class="deltas" viewBox="0 -4 {DELTA_VIEW} {bottom + 22}" role="img" '
+            f'aria-label="delta of this concept per model">{marks}',
+            f'<g class="axis"><text x="{x0}" y="{bottom + 14}">0 suppressed</text>'
+            f'<text x="{x0 + w}" y="{bottom + 14}" text-anchor="end">exaggerated 1</text></g></svg>')
 
 
 def _links(concepts: Sequence[dict[str, Any]], model: str) -> list[str]:
@@ -210,8 +218,8 @@ def examples_side(card: dict[str, Any], side: str, empty: str) -> Markup:
     more = (f'\n      <button type="button" class="more-examples" hx-get="/concepts/{card["concept"]}/examples?model='
             f'{_query(model)}&amp;side={side}&amp;band=0"\n              hx-target="this" hx-swap="outerHTML">'
             "load more: the top quarter of the images where it fires</button>" if images else "")
-    return Markup(element("div", f"\n      <h4>{title}: top {len(images)}</h4>\n      {example_grid(images, empty)}"
-                                 f"{more}\n    ", class_="examples-side", data_side=side))
+    return Markup(f'<div class="examples-side" data-side="{side}">\n      <h4>{title}: top {len(images)}</h4>\n      '
+                  f"{example_grid(images, empty)}{more}\n    </div>")
 
 
 def feature_list(features: Sequence[dict[str, Any]], model: str) -> Markup:
@@ -223,6 +231,27 @@ def feature_list(features: Sequence[dict[str, Any]], model: str) -> Markup:
         items.append(f'<li><a href="/internal/{model_q}/features/{f["feature"]}">feature {f["feature"]}</a>{label} '
                      f'<span class="muted">attribution {f["score"]:.3g}{minority}</span></li>')
     return Markup("".join(items))
+
+
+def label_block(card: dict[str, Any], saved: bool = False) -> Markup:
+    """The card's label block: the label, the form to change it, the way back to the automatic one. The card
+    draws it at its top and the label routes answer with it alone (``_concept_label.html``, after a save)."""
+    concept, label, automatic = card["concept"], escape(card["label"]), escape(card["automatic_label"])
+    user = card["user_label"]
+    restore = (f'<button type="button" class="link" hx-delete="/api/concepts/{concept}/label" hx-target="#label-block" '
+               'hx-swap="outerHTML">restore the automatic label</button>' if user else "")
+    state = (f"your label (automatic: {automatic})" if user
+             else "automatic label; type your own (up to 200 characters)")
+    done = '<span class="ok" role="status">saved</span>' if saved else ""
+    return Markup(
+        f'<div class="label-block" id="label-block">\n  <h2 class="concept-title"><span class="concept-id">#{concept}'
+        f'</span> <span class="concept-label" data-label-of="{concept}">{label}</span></h2>\n'
+        f'  <form class="label-form" hx-post="/api/concepts/{concept}/label" hx-target="#label-block" '
+        f'hx-swap="outerHTML">\n    <input type="text" name="label" value="{escape(user or "")}" maxlength="200" '
+        f'aria-label="your label for concept {concept}"\n           placeholder="{automatic}">\n'
+        f'    <button type="submit">save label</button>\n    {restore}\n    <span class="muted">{state}</span>\n'
+        f"    {done}\n"
+        '    <span class="error" role="alert"></span>\n  </form>\n</div>')
 
 
 def card_parts(card: dict[str, Any]) -> dict[str, Markup]:

@@ -35,3 +35,17 @@ def test_a_concept_the_effect_size_floor_left_unflagged_is_not_called_insignific
     assert "past the paper's threshold only</li>" in floored
     assert "less than 30% of its real value" in floored and "not significant:" not in floored
     assert "the difference is not significant: not flagged" in noisy
+
+
+def test_the_label_block_escapes_both_labels_and_offers_the_way_back_only_for_a_user_label():
+    from backend.views.concept_html import label_block
+
+    hostile = '"><script>alert(1)</script>'
+    own = str(label_block({"concept": 7, "label": hostile, "automatic_label": "bricks", "user_label": hostile},
+                          saved=True))
+    assert "<script>" not in own and 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in own
+    assert 'data-label-of="7">&#34;&gt;&lt;script&gt;' in own and 'placeholder="bricks"' in own
+    assert "restore the automatic label" in own and "your label (automatic: bricks)" in own
+    assert '<span class="ok" role="status">saved</span>' in own
+    automatic = str(label_block({"concept": 7, "label": "bricks", "automatic_label": "bricks", "user_label": None}))
+    assert 'value=""' in automatic and "restore the automatic label" not in automatic and "saved</span>" not in automatic
