@@ -228,9 +228,14 @@ def world_train_encoder(out: Path, steps: int, batch_size: int, lr: float, n_ima
 @click.option("--sae-images", type=click.IntRange(100), default=6000, show_default=True)
 @click.option("--epochs", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)
+@click.option("--sae-seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--readout", type=click.Choice(["trunk", "heads"]), default="trunk", show_default=True,
+              help="The tokens the SAE reads: the encoder's own, or its heads' predictions split into one token "
+                   "per concept family (the demo's lens, encode.energy_model = 'world-heads').")
 def world_train_lens(encoder_out: Path | None, sae_out: Path, trunk: Path | None, readout_steps: int,
                      readout_images: int, variant: str, concepts: int, k: int, sae_images: int, epochs: float,
-                     lr: float) -> None:
+                     lr: float, batch_size: int, sae_seed: int, readout: str) -> None:
     """Train the embedded world's output lens: the encoder's factor read-out (with --encoder-out), then the SAE.
 
     Both report held-out detectability (per world concept, the AUROC of the best
@@ -250,7 +255,8 @@ def world_train_lens(encoder_out: Path | None, sae_out: Path, trunk: Path | None
         encoder = encoder_out
     with progress_bar(None, f"train {variant} SAE ({concepts} concepts)", "step") as advance:
         document = train_world_sae(sae_out, encoder, variant=variant, n_concepts=concepts, k=k, lr=lr,
-                                   n_images=sae_images, epochs=epochs, progress=lambda event: advance(50))
+                                   n_images=sae_images, epochs=epochs, batch_size=batch_size, readout=readout,
+                                   sae_seed=sae_seed, progress=lambda event: advance(50))
     held = document["held_out"]
     console.print(f"[green]done:[/] SAE -> {escape(str(sae_out))}; held-out detectability min {held['min_auroc']:.3f}, "
                   f"undetected {', '.join(held['undetected']) or 'none'}")

@@ -206,12 +206,13 @@ class EncodeConfig(_Table):
     Archetypal SAE of 32,000 concepts with top-k 5, AdamW with warm-up and cosine decay.
     """
 
-    energy_model: str = Field("facebook/dinov2-with-registers-base", description="hub id, local path, or 'world'")
+    energy_model: str = Field("facebook/dinov2-with-registers-base",
+                              description="hub id, local path, 'world' or 'world-heads' (the world encoder's heads)")
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     dtype: Literal["fp16", "bf16", "fp32"] = "fp32"
     batch_size: int = Field(64, ge=1)
-    sae: Path | None = Field(None, description="SAE folder (config.json + safetensors), or 'world' for the world "
-                                               "encoder's shipped SAE; trained when unset")
+    sae: Path | None = Field(None, description="SAE folder (config.json + safetensors), or 'world' / 'world-heads' "
+                                               "for the world encoder's shipped SAEs; trained when unset")
     sae_variant: Literal["rasae", "topk", "batchtopk", "matryoshka"] = "rasae"
     n_concepts: int = Field(32_000, gt=0)
     k: int = Field(5, gt=0)
@@ -428,13 +429,14 @@ def _resolve_paths(config: RunConfig, base: Path, origin: str = "config") -> Run
     updates["generators"] = tuple(generators)
     if config.encode.sae is not None:
         sae = config.encode.sae
-        if str(sae) == "world":  # the SAE shipped with the world encoder (precompute/encoders/weights/world-sae)
-            from precompute.encoders.world_encoder import SHIPPED_SAE
+        shipped = {"world": "SHIPPED_SAE", "world-heads": "SHIPPED_HEADS_SAE"}  # precompute/encoders/weights/
+        if str(sae) in shipped:  # an SAE shipped with the world encoder, for the energy model of the same name
+            from precompute.encoders import world_encoder
 
-            if config.encode.energy_model != "world":
-                problems.append(f"encode.sae: 'world' is the SAE of the world encoder; energy_model is "
-                                f"{config.encode.energy_model!r}")
-            sae = SHIPPED_SAE
+            if config.encode.energy_model != str(sae):
+                problems.append(f"encode.sae: {str(sae)!r} is the SAE of the world encoder's {str(sae)!r} tokens; "
+                                f"energy_model is {config.encode.energy_model!r}")
+            sae = getattr(world_encoder, shipped[str(sae)])
         updates["encode"] = config.encode.model_copy(update={"sae": check("encode.sae", sae)})
     if problems:
         raise ConfigError(f"invalid config {origin}:\n  " + "\n  ".join(problems))

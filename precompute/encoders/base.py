@@ -124,6 +124,15 @@ class EnergyModel(ABC):
         """(n_tokens,) bool, True at patch tokens (the prefix tokens come first)."""
         return torch.arange(self.n_tokens) >= self.n_prefix
 
+    @property
+    def token_groups(self) -> Tensor | None:
+        """(groups, dim) 0/1 masks that split every token into one token per group before the SAE, or None.
+
+        A model whose tokens write independent factors in disjoint coordinates declares them (the world encoder
+        read out through its heads: one block of coordinates per concept family), so that the SAE sees one factor
+        per token and the codes of a position are the sum over its groups (``split_tokens``, ``Lens.codes``)."""
+        return None
+
     # -- encoding -----------------------------------------------------------------------
 
     @abstractmethod
@@ -186,3 +195,18 @@ class EnergyModel(ABC):
             f"{type(self).__name__}(name={self.name!r}, tokens={self.n_tokens}x{self.dim}, "
             f"grid={self.grid}, device={self.device}, dtype={self.dtype})"
         )
+
+
+def split_tokens(tokens: Tensor, groups: Tensor | None) -> Tensor:
+    """(..., dim) tokens -> (..., groups, dim): each token once per group, zero outside the group's coordinates
+    (a group axis of one, the tokens as they are, when ``groups`` is None)."""
+    if groups is None:
+        return tokens.unsqueeze(-2)
+    return tokens.unsqueeze(-2) * groups.to(tokens.device, tokens.dtype)
+
+
+def training_rows(tokens: Tensor, groups: Tensor | None) -> Tensor:
+    """(..., dim) tokens -> (n, dim) rows an SAE trains on: the tokens, or with ``groups`` their split (one row per
+    token and group), less the rows that are zero (a group a token does not show teaches nothing)."""
+    rows = split_tokens(tokens, groups).reshape(-1, tokens.shape[-1])
+    return rows if groups is None else rows[rows.abs().amax(dim=1) > 0]

@@ -2,7 +2,9 @@
 
 Images -> energy-model tokens -> SAE codes -> per-image energies, where the energy of
 concept k in an image is the sum of its codes over the image's tokens (all tokens, as
-the paper's code does, seed 003; patch tokens only with ``patch_tokens_only``). The
+the paper's code does, seed 003; patch tokens only with ``patch_tokens_only``). An energy
+model with ``token_groups`` (the world encoder's head read-out) has each token split by
+group before the SAE and the codes of its groups summed, so a position's codes stay one row. The
 encode stage builds one from a run's config (``precompute.stages.encode.open_lens``);
 the steering service builds one from the atlas's energy model and SAE, so a steered
 image is measured exactly as the atlas's images were.
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from precompute.encoders.base import split_tokens
 from precompute.errors import ConfigError
 from precompute.images import load_images
 
@@ -68,9 +71,19 @@ class Lens:
 
     def codes(self, paths: list[Path]) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (first image index, codes (b, tokens, K) float32 on CPU) over ``paths`` in small chunks."""
-        per_image = max(1, CODE_CHUNK // (self.model.n_tokens * self.n_concepts))
+        groups = self.model.token_groups
+        per_image = max(1, CODE_CHUNK // (self.model.n_tokens * (1 if groups is None else len(groups))
+                                          * self.n_concepts))
         for start in range(0, len(paths), self.batch_size):
             tokens = self.model.encode(load_images(paths[start:start + self.batch_size], self.jpeg_quality)).tokens
             for offset in range(0, tokens.shape[0], per_image):
-                chunk = tokens[offset:offset + per_image]
-                yield start + offset, self.sae.encode_codes(chunk.to(self.sae.W_enc.dtype)).float().cpu()
+                yield start + offset, self.token_codes(tokens[offset:offset + per_image]).float().cpu()
+
+    def token_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(b, tokens, dim) energy-model tokens -> (b, tokens, K) codes; a model with ``token_groups`` has each
+        token split by group, encoded, and its groups' codes summed (``precompute.encoders.base.split_tokens``)."""
+        tokens = tokens.to(self.sae.W_enc.dtype)
+        groups = self.model.token_groups
+        if groups is None:
+            return self.sae.encode_codes(tokens)
+        return self.sae.encode_codes(split_tokens(tokens, groups)).sum(dim=-2)

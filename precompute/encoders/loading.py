@@ -21,6 +21,7 @@ from precompute.encoders.world_encoder import SHIPPED_WEIGHTS, WorldEnergyModel
 from precompute.errors import ConfigError
 
 WORLD_SPEC = "world"
+WORLD_HEADS_SPEC = "world-heads"  # the shipped world encoder read out through its heads (the demo's world lens)
 SUPPORTED_MODEL_TYPES = (*DINOV2_MODEL_TYPES, *CLIP_MODEL_TYPES, WORLD_MODEL_TYPE)
 # "org/name" or "name" of the Hugging Face hub (letters, digits, - _ .), no path separators beyond one "/"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -32,6 +33,8 @@ def load_energy_model(
     """Load the energy model named by ``spec`` on ``device`` in ``dtype`` (``fp32``/``fp16``/``bf16``).
 
     - ``"world"``: the shipped world encoder (``precompute/encoders/weights/world-encoder``);
+    - ``"world-heads"``: the same encoder read out through its trained heads, one coordinate per world
+      concept and one token group per concept family (``WorldEnergyModel(readout="heads")``);
     - an existing local folder: its ``config.json`` ``model_type`` picks the class
       (``dinov2_with_registers``, ``dinov2``, ``clip``, ``clip_vision_model``, or a
       world encoder folder);
@@ -41,8 +44,10 @@ def load_energy_model(
     device, dtype = parse_device(device), parse_dtype(dtype)
     if isinstance(spec, str) and spec == WORLD_SPEC:
         return _build(WORLD_MODEL_TYPE, SHIPPED_WEIGHTS, device, dtype)
+    if isinstance(spec, str) and spec == WORLD_HEADS_SPEC:
+        return WorldEnergyModel(SHIPPED_WEIGHTS, device, dtype, readout="heads")
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
-        raise ConfigError(f"energy model must be 'world', a hub id or a local folder, got {spec!r}")
+        raise ConfigError(f"energy model must be 'world', 'world-heads', a hub id or a local folder, got {spec!r}")
     path = Path(spec).expanduser()
     if path.exists():
         return _build(_local_model_type(path), path, device, dtype)

@@ -19,6 +19,12 @@ Two steps, each a command (``blindspot world train-lens``):
    encoder's tokens are then the read-out's. Supervised, and said so, like the trunk.
 2. ``train_world_sae``: an SAE on those tokens of world images (unsupervised: it never
    sees the directions), scored for detectability on a held-out world seed.
+
+The demo's lens takes a third way (``readout="heads"``): no read-out to train, the tokens are the
+trunk's own heads' predictions (``WorldEncoder.head_tokens``, one coordinate per world concept), each
+split into one token per concept family before the SAE (``bench/world_lens_tokens.py`` measures why:
+an SAE on tokens that hold shape, colour, pattern, count, size and position of an object at once
+learns their combinations, one that sees one family per token learns the concepts).
 """
 
 from __future__ import annotations
@@ -157,12 +163,18 @@ def world_images(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def train_world_sae(out_dir: str | Path, encoder: str | Path = SHIPPED_WEIGHTS, *, variant: str = "topk",
                     n_concepts: int = 64, k: int = 8, seed: int = 1002, n_images: int = 6000, n_eval: int = 2000,
                     epochs: float = 10.0, batch_size: int = 1024, lr: float = 5e-4, sae_seed: int = 0,
-                    threads: int | None = 1, progress: Progress | None = None, **sae_settings: Any) -> dict[str, Any]:
+                    readout: str = "trunk", threads: int | None = 1, progress: Progress | None = None,
+                    **sae_settings: Any) -> dict[str, Any]:
     """Train the output-lens SAE on the tokens of ``n_images`` images of world ``seed``; score it on ``seed + 1``.
 
-    Writes the SAE (``config.json`` + ``model.safetensors``) and ``training.json`` (the
-    settings, the training report and the held-out detectability table) to ``out_dir``.
+    ``readout``: the encoder's tokens the SAE reads (``WorldEnergyModel``): ``"trunk"``, or ``"heads"``, where
+    each token is split into one per concept family for training and a position's codes are the sum over its
+    families, as the lens computes them (``Lens.token_codes``). Writes the SAE (``config.json`` +
+    ``model.safetensors``) and ``training.json`` (the settings, the training report and the held-out
+    detectability table) to ``out_dir``.
     """
+    from precompute.encoders.base import training_rows
+    from precompute.encoders.lens import Lens
     from precompute.encoders.world_encoder import WorldEnergyModel
     from precompute.sae import build_sae
     from precompute.sae.train import TrainConfig, train_sae
@@ -170,26 +182,28 @@ def train_world_sae(out_dir: str | Path, encoder: str | Path = SHIPPED_WEIGHTS, 
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    energy_model = WorldEnergyModel(encoder)
+    energy_model = WorldEnergyModel(encoder, readout=readout)
 
     def tokens_of(images: np.ndarray) -> torch.Tensor:
         return torch.cat([energy_model.encode(images[i:i + 250]).tokens.float() for i in range(0, len(images), 250)])
 
     images, _, _ = world_images(seed, n_images)
-    tokens = tokens_of(images)
+    rows = training_rows(tokens_of(images), energy_model.token_groups)
     torch.manual_seed(sae_seed)
-    sae = build_sae(variant, input_dim=tokens.shape[-1], n_concepts=n_concepts, k=k, **sae_settings)
+    sae = build_sae(variant, input_dim=rows.shape[-1], n_concepts=n_concepts, k=k, **sae_settings)
     train_config = TrainConfig(batch_size=batch_size, epochs=epochs, lr=lr, seed=sae_seed, log_every=50,
                                checkpoint_every=10 ** 9)
-    report = train_sae(sae, tokens.reshape(-1, tokens.shape[-1]), train_config,
+    report = train_sae(sae, rows, train_config,
                        progress=(lambda m: progress({"phase": "sae", **m})) if progress else None)
     test_images, presence, names = world_images(seed + 1, n_eval)
+    lens = Lens.from_parts(energy_model, sae, patch_tokens_only=False)
     with torch.no_grad():
-        energies = torch.cat([sae.encode_codes(chunk).sum(dim=1) for chunk in tokens_of(test_images).split(250)])
+        energies = torch.cat([lens.token_codes(chunk).sum(dim=1) for chunk in tokens_of(test_images).split(100)])
     scores = detectability(energies.numpy(), presence, names)
     path = sae.save_pretrained(out_dir)
     document = {
-        "settings": {"encoder": str(encoder), "variant": variant, "n_concepts": n_concepts, "k": k, "seed": seed,
+        "settings": {"encoder": str(encoder), "readout": readout, "variant": variant, "n_concepts": n_concepts,
+                     "k": k, "seed": seed,
                      "n_images": n_images, "n_eval": n_eval, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                      "sae_seed": sae_seed, **sae_settings},
         "train": {key: report.final.get(key) for key in ("explained_variance", "l0", "dead_fraction", "mse")},

@@ -57,6 +57,9 @@ MODEL_TYPE = "blindspot_world_encoder"
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "world-encoder"
 #: the output-lens SAE trained on its tokens (``encode.sae = "world"``; see ``train_world_lens``)
 SHIPPED_SAE = Path(__file__).parent / "weights" / "world-sae"
+#: the SAE trained on the heads' tokens, one token per concept family (``encode.sae = "world-heads"``)
+SHIPPED_HEADS_SAE = Path(__file__).parent / "weights" / "world-heads-sae"
+READOUTS = ("trunk", "heads")
 
 
 def _default_families() -> dict[str, list[str]]:
@@ -217,6 +220,39 @@ class WorldEncoder(nn.Module):
             x = block(x)
         return self.factor_proj(x)
 
+    def head_tokens(self, trunk: Tensor) -> Tensor:
+        """Trunk tokens -> (B, 1 + P, n_concepts) tokens in the heads' own coordinates, one per world concept.
+
+        The CLS token holds the image-level head's presence probabilities. A patch holds, per patch family, the
+        patch head's softmax over the family times the share of the patch the object covers (the background's
+        times the rest), each extra's sigmoid, and the image-level probabilities of the families only an object
+        shows (count, size, position) times the object's cover: ``factor_weights`` with the ground truth replaced
+        by the heads' predictions. The families occupy disjoint coordinates (``family_masks``).
+        """
+        from precompute.world.concepts import CONCEPT_BY_NAME
+
+        config, column = self.config, {name: i for i, name in enumerate(self.config.concepts)}
+        presence = torch.sigmoid(self.concept_logits(trunk)["cls"])
+        patch = self.patch_logits(trunk)
+        cover = torch.sigmoid(patch["cover"])  # (B, P)
+        tokens = trunk.new_zeros(len(trunk), trunk.shape[1], len(config.concepts))
+        tokens[:, 0] = presence
+        for family, members in config.patch_families.items():
+            gate = (1 - cover) if family == "background" else cover
+            tokens[:, 1:, [column[m] for m in members]] = torch.softmax(patch[family], dim=-1) * gate[..., None]
+        tokens[:, 1:, [column[m] for m in config.patch_extras]] = torch.sigmoid(patch["extras"])
+        shown = [i for i, name in enumerate(config.concepts) if CONCEPT_BY_NAME[name].family in OBJECT_ONLY]
+        tokens[:, 1:, shown] = presence[:, None, shown] * cover[..., None]
+        return tokens
+
+    def family_masks(self) -> Tensor:
+        """(families, n_concepts) 0/1: the coordinates of each concept family in ``head_tokens``."""
+        from precompute.world.concepts import CONCEPT_BY_NAME
+
+        families = [CONCEPT_BY_NAME[name].family for name in self.config.concepts]
+        return torch.tensor([[f == family for f in families] for family in sorted(set(families))],
+                            dtype=torch.float32)
+
     def forward(self, pixels: Tensor) -> Tensor:
         """The model's tokens: the factor read-out's when it has one, else the trunk's."""
         trunk = self.trunk(pixels)
@@ -280,6 +316,7 @@ class WorldEncoder(nn.Module):
 
 
 OBJECT_FAMILIES = ("shape", "colour", "pattern", "count", "size", "position")  # what an object patch shows
+OBJECT_ONLY = ("count", "size", "position")  # the object's families the patch head does not read
 
 
 def factor_weights(config: WorldEncoderConfig, presence: Tensor, cover: Tensor) -> Tensor:
@@ -340,17 +377,28 @@ def world_pixels(images: ImageBatch, size: int = 64) -> Tensor:
 
 
 class WorldEnergyModel(EnergyModel):
-    """The world encoder behind the ``EnergyModel`` interface (65 tokens: CLS + 8 x 8 patches)."""
+    """The world encoder behind the ``EnergyModel`` interface (65 tokens: CLS + 8 x 8 patches).
+
+    ``readout``: ``"trunk"`` gives the trunk's tokens (``dim`` wide; the factor read-out's where the weights have
+    one); ``"heads"`` gives them in the trained heads' coordinates (``WorldEncoder.head_tokens``: one per world
+    concept), with one token group per concept family (``token_groups``), the world lens of the demo.
+    """
 
     def __init__(
         self,
         source: str | os.PathLike = SHIPPED_WEIGHTS,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "fp32",
+        readout: str = "trunk",
     ):
         super().__init__(device, dtype)
+        if readout not in READOUTS:
+            raise ConfigError(f"world encoder readout must be one of {READOUTS}, got {readout!r}")
         self.model = WorldEncoder.from_pretrained(source).to(self.device, self.dtype)
-        self.name = "world" if Path(source).resolve() == SHIPPED_WEIGHTS.resolve() else str(source)
+        self.readout = readout
+        shipped = Path(source).resolve() == SHIPPED_WEIGHTS.resolve()
+        self.name = ("world" if shipped else str(source)) + ("-heads" if readout == "heads" else "")
+        self._groups = self.model.family_masks() if readout == "heads" else None
 
     @property
     def config(self) -> WorldEncoderConfig:
@@ -358,7 +406,11 @@ class WorldEnergyModel(EnergyModel):
 
     @property
     def dim(self) -> int:
-        return self.config.dim
+        return len(self.config.concepts) if self.readout == "heads" else self.config.dim
+
+    @property
+    def token_groups(self) -> Tensor | None:
+        return self._groups
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -373,7 +425,7 @@ class WorldEnergyModel(EnergyModel):
         return world_pixels(images, self.config.image_size)
 
     def _forward(self, pixels: Tensor) -> Tensor:
-        return self.model(pixels)
+        return self.model.head_tokens(self.model.trunk(pixels)) if self.readout == "heads" else self.model(pixels)
 
     def world_embeddings(self, images: ImageBatch) -> Tensor:
         """(batch, dim) L2-normalised mean patch token, float32: the internal lens's semantic embedding.
@@ -382,8 +434,9 @@ class WorldEnergyModel(EnergyModel):
         predictive of every world concept, so cosine distances between these
         embeddings (RAIGen's distinctiveness) track concept differences.
         """
-        tokens = self.encode(images)
-        return F.normalize(tokens.tokens[:, tokens.patch_mask].float().mean(dim=1), dim=-1)
+        with torch.no_grad():  # the model's own tokens whatever the readout: the internal lens does not change
+            tokens = self.model(self.preprocess(images).to(self.device, self.dtype))
+        return F.normalize(tokens[:, self.n_prefix:].float().mean(dim=1), dim=-1)
 
     def embed(self, images: ImageBatch) -> Tensor:
         return self.world_embeddings(images)

@@ -45,11 +45,14 @@ class StageContext:
         """The energy model's identity for stage keys (``weights_identity``; the shipped encoder for 'world')."""
         if "energy_identity" not in self.models:
             spec = self.config.encode.energy_model
-            if spec == "world":
+            if spec in ("world", "world-heads"):
                 from precompute.encoders.world_encoder import SHIPPED_WEIGHTS
 
-                spec = SHIPPED_WEIGHTS
-            self.models["energy_identity"] = weights_identity(spec)
+                # one encoder, two token layouts: the readout is part of the identity
+                self.models["energy_identity"] = weights_identity(SHIPPED_WEIGHTS) + ("" if spec == "world"
+                                                                                       else ":heads")
+            else:
+                self.models["energy_identity"] = weights_identity(spec)
         return self.models["energy_identity"]
 
     def sample_digest(self) -> str:

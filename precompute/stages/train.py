@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from precompute.config import EncodeConfig
+from precompute.encoders.base import training_rows
 from precompute.images import load_images
 from precompute.manifest import Manifest
 from precompute.stages.common import StageContext, digest_of, resolve_device
@@ -90,7 +91,8 @@ def _write_tokens(ctx: StageContext, token_dir: Path) -> None:
     encode = ctx.config.encode
     model = ctx.energy_model()
     real = image_sets(ctx)[0]
-    per_image = model.n_tokens
+    groups = model.token_groups
+    per_image = model.n_tokens * (1 if groups is None else len(groups))  # at most; a split drops its zero rows
     keep = min(1.0, encode.train_tokens / max(1, per_image * len(real.paths)))
     rng = np.random.default_rng(ctx.config.run.seed)
     token_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +101,7 @@ def _write_tokens(ctx: StageContext, token_dir: Path) -> None:
     with ctx.progress(len(real.paths), "tokens for SAE training", "img") as advance:
         for start in range(0, len(real.paths), encode.batch_size):
             tokens = model.encode(load_images(real.paths[start:start + encode.batch_size], jpeg_quality(encode))).tokens
-            flat = tokens.reshape(-1, tokens.shape[-1]).float().cpu()
+            flat = training_rows(tokens.float().cpu(), groups)  # one row per token (and group)
             if keep < 1.0:
                 flat = flat[torch.from_numpy(rng.random(flat.shape[0]) < keep)]
             buffer.append(flat)
