@@ -79,3 +79,12 @@ def test_the_heads_sae_needs_the_heads_tokens():
         from precompute.encoders.world_encoder import WorldEnergyModel
 
         WorldEnergyModel(readout="factors")
+
+
+def test_the_trunk_lens_sae_on_the_heads_tokens_is_refused_naming_both(heads):
+    from precompute.encoders.world_encoder import SHIPPED_SAE
+    from precompute.sae import load_sae
+
+    with pytest.raises(ConfigError, match=r"takes tokens of dimension 128, but the energy model 'world-heads' gives "
+                                          r"tokens of dimension 48"):
+        Lens(heads, load_sae(SHIPPED_SAE))
