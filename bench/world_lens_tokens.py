@@ -26,19 +26,14 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from precompute.encoders.base import training_rows
 from precompute.encoders.lens import Lens
-from precompute.encoders.train_world_lens import detectability, world_images
+from precompute.encoders.train_world_lens import detectability, image_tokens, world_images
 from precompute.encoders.world_encoder import SHIPPED_WEIGHTS, WorldEnergyModel
 from precompute.sae import build_sae
 from precompute.sae.train import TrainConfig, train_sae
-
-def tokens_of(model: WorldEnergyModel, images: np.ndarray) -> torch.Tensor:
-    return torch.cat([model.encode(images[i:i + 250]).tokens.float() for i in range(0, len(images), 250)])
-
 
 def summary(scores: dict) -> dict:
     return {"undetected": scores["undetected"], "min_auroc": round(scores["min_auroc"], 3),
@@ -63,7 +58,7 @@ def main() -> None:
     for layout in args.layouts.split(","):
         model = WorldEnergyModel(SHIPPED_WEIGHTS, readout="trunk" if layout == "trunk" else "heads")
         groups = model.token_groups if layout == "families" else None
-        train, test = tokens_of(model, train_images), tokens_of(model, test_images)
+        train, test = image_tokens(model, train_images), image_tokens(model, test_images)
         if layout != "trunk":
             oracle = summary(detectability(test.sum(dim=1).numpy(), presence, names))
             print(json.dumps({"layout": layout, "sae": "oracle (each coordinate summed)", **oracle}), flush=True)

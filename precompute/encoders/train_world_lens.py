@@ -160,6 +160,12 @@ def world_images(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
             [c.name for c in CONCEPTS])
 
 
+def image_tokens(energy_model: Any, images: np.ndarray, batch_size: int = 250) -> torch.Tensor:
+    """(images, tokens, dim) float32 tokens of uint8 ``images`` under ``energy_model``, ``batch_size`` at a time."""
+    return torch.cat([energy_model.encode(images[i:i + batch_size]).tokens.float()
+                      for i in range(0, len(images), batch_size)])
+
+
 def train_world_sae(out_dir: str | Path, encoder: str | Path = SHIPPED_WEIGHTS, *, variant: str = "topk",
                     n_concepts: int = 64, k: int = 8, seed: int = 1002, n_images: int = 6000, n_eval: int = 2000,
                     epochs: float = 10.0, batch_size: int = 1024, lr: float = 5e-4, sae_seed: int = 0,
@@ -183,12 +189,8 @@ def train_world_sae(out_dir: str | Path, encoder: str | Path = SHIPPED_WEIGHTS, 
         torch.set_num_threads(threads)
     started = time.perf_counter()
     energy_model = WorldEnergyModel(encoder, readout=readout)
-
-    def tokens_of(images: np.ndarray) -> torch.Tensor:
-        return torch.cat([energy_model.encode(images[i:i + 250]).tokens.float() for i in range(0, len(images), 250)])
-
     images, _, _ = world_images(seed, n_images)
-    rows = training_rows(tokens_of(images), energy_model.token_groups)
+    rows = training_rows(image_tokens(energy_model, images), energy_model.token_groups)
     torch.manual_seed(sae_seed)
     sae = build_sae(variant, input_dim=rows.shape[-1], n_concepts=n_concepts, k=k, **sae_settings)
     train_config = TrainConfig(batch_size=batch_size, epochs=epochs, lr=lr, seed=sae_seed, log_every=50,
@@ -198,7 +200,8 @@ def train_world_sae(out_dir: str | Path, encoder: str | Path = SHIPPED_WEIGHTS, 
     test_images, presence, names = world_images(seed + 1, n_eval)
     lens = Lens.from_parts(energy_model, sae, patch_tokens_only=False)
     with torch.no_grad():
-        energies = torch.cat([lens.token_codes(chunk).sum(dim=1) for chunk in tokens_of(test_images).split(100)])
+        energies = torch.cat([lens.token_codes(chunk).sum(dim=1)
+                              for chunk in image_tokens(energy_model, test_images).split(100)])
     scores = detectability(energies.numpy(), presence, names)
     path = sae.save_pretrained(out_dir)
     document = {

@@ -241,7 +241,9 @@ class WorldEncoder(nn.Module):
             gate = (1 - cover) if family == "background" else cover
             tokens[:, 1:, [column[m] for m in members]] = torch.softmax(patch[family], dim=-1) * gate[..., None]
         tokens[:, 1:, [column[m] for m in config.patch_extras]] = torch.sigmoid(patch["extras"])
-        shown = [i for i, name in enumerate(config.concepts) if CONCEPT_BY_NAME[name].family in OBJECT_ONLY]
+        shown = [i for i, name in enumerate(config.concepts)  # an object's families the patch head does not read
+                 if CONCEPT_BY_NAME[name].family in OBJECT_FAMILIES and CONCEPT_BY_NAME[name].family not in
+                 config.patch_families]
         tokens[:, 1:, shown] = presence[:, None, shown] * cover[..., None]
         return tokens
 
@@ -316,7 +318,6 @@ class WorldEncoder(nn.Module):
 
 
 OBJECT_FAMILIES = ("shape", "colour", "pattern", "count", "size", "position")  # what an object patch shows
-OBJECT_ONLY = ("count", "size", "position")  # the object's families the patch head does not read
 
 
 def factor_weights(config: WorldEncoderConfig, presence: Tensor, cover: Tensor) -> Tensor:
