@@ -233,9 +233,11 @@ def world_train_encoder(out: Path, steps: int, batch_size: int, lr: float, n_ima
 @click.option("--readout", type=click.Choice(["trunk", "heads"]), default="trunk", show_default=True,
               help="The tokens the SAE reads: the encoder's own, or its heads' predictions split into one token "
                    "per concept family (the demo's lens, encode.energy_model = 'world-heads').")
+@click.option("--aggregation", type=click.Choice(["sum", "max"]), default="sum", show_default=True,
+              help="The energy held-out detectability is scored on (encode.energy_aggregation; the demo's: max).")
 def world_train_lens(encoder_out: Path | None, sae_out: Path, trunk: Path | None, readout_steps: int,
                      readout_images: int, variant: str, concepts: int, k: int, sae_images: int, epochs: float,
-                     lr: float, batch_size: int, sae_seed: int, readout: str) -> None:
+                     lr: float, batch_size: int, sae_seed: int, readout: str, aggregation: str) -> None:
     """Train the embedded world's output lens: the encoder's factor read-out (with --encoder-out), then the SAE.
 
     Both report held-out detectability (per world concept, the AUROC of the best
@@ -256,7 +258,7 @@ def world_train_lens(encoder_out: Path | None, sae_out: Path, trunk: Path | None
     with progress_bar(None, f"train {variant} SAE ({concepts} concepts)", "step") as advance:
         document = train_world_sae(sae_out, encoder, variant=variant, n_concepts=concepts, k=k, lr=lr,
                                    n_images=sae_images, epochs=epochs, batch_size=batch_size, readout=readout,
-                                   sae_seed=sae_seed, progress=lambda event: advance(50))
+                                   aggregation=aggregation, sae_seed=sae_seed, progress=lambda event: advance(50))
     held = document["held_out"]
     console.print(f"[green]done:[/] SAE -> {escape(str(sae_out))}; held-out detectability min {held['min_auroc']:.3f}, "
                   f"undetected {', '.join(held['undetected']) or 'none'}")
@@ -528,7 +530,7 @@ def eval_stability(config_path: Path, out: Path, seed: int, work: Path | None, m
         return
     for source_id, r in results.items():
         console.print(f"{source_id}: Spearman {_number(r['spearman'])} over {r['matched']}/{r['concepts']} matched "
-                      f"concepts (mean best cosine {r['mean_best_cosine']:.3f})")
+                      f"concepts, {r['matched_live']} of the {r['live']} live (mean best cosine {r['mean_best_cosine']:.3f})")
 
 
 def _strength_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:

@@ -69,7 +69,7 @@ def resolve_model(atlas: Atlas, model: str | None, models: list[str] | None = No
 
 def analysis_settings(atlas: Atlas) -> dict[str, float]:
     """The build's delta temperature (``atlas_info.temperature``: a config's ``"auto"`` resolved), blindspot
-    thresholds, false discovery rate and effect-size floor (its config's ``[analysis]``; the defaults, the
+    thresholds, false discovery rate and effect-size floor with its baseline quantile (its config's ``[analysis]``; the defaults, the
     paper's T = 0.8, 0.1 and 0.9, an FDR of 0.05 and no floor, for an atlas that does not record them)."""
     info = atlas.info()
     try:
@@ -79,6 +79,7 @@ def analysis_settings(atlas: Atlas) -> dict[str, float]:
     defaults = AnalysisConfig()
     settings = {key: float(recorded.get(key, getattr(defaults, key)))
                 for key in ("suppressed_below", "exaggerated_above", "fdr", "min_change")}
+    settings["baseline_quantile"] = float(recorded.get("baseline_quantile") or 0.0)  # 0: the floor is of E_real
     temperature = info.get("temperature", recorded.get("temperature", defaults.temperature))
     settings["temperature"] = float(defaults.temperature if temperature == "auto" else temperature)
     return settings

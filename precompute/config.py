@@ -222,6 +222,9 @@ class EncodeConfig(_Table):
     lr: float = Field(5e-4, gt=0)
     sae_seed: int = Field(0, ge=0, description="seed of the SAE's initialisation and shuffling")
     patch_tokens_only: bool = Field(False, description="energy = sum over patch tokens only (default: all tokens)")
+    energy_aggregation: Literal["sum", "max"] = Field(
+        "sum", description="a concept's energy in an image: the sum of its codes over the tokens (the paper's) or "
+        "their maximum (whether the image shows it, not how much of the image it covers)")
     exemplars: int = Field(8, ge=1, le=64, description="top images kept per concept and side")
     jpeg_roundtrip: bool = Field(False, description="encode real and generated images after a JPEG round trip, as "
                                  "the paper's code reads them from .jpg files")
@@ -233,11 +236,13 @@ class AnalysisConfig(_Table):
 
     ``temperature``: the paper's T (0.8, set for DINOv2 energies), another positive
     number for another energy scale, or ``"auto"`` (``precompute.analysis.calibration``:
-    T = Q10 of the live concepts' mean real energy over ln 9). ``fdr``: a concept is flagged only
+    T = ``auto_share`` x Q10 of the live concepts' mean real energy over ln 9). ``fdr``: a concept is flagged only
     when delta crosses a threshold and its paired test's Benjamini-Hochberg q-value is
     at most this. ``min_change``: an effect-size floor the paper lacks (0, the default,
     keeps the paper's rule): a flag also needs the mean energy to move by at least this
-    share of its real value, ``|E_gen - E_real| >= min_change * E_real``
+    share of its real value, ``|E_gen - E_real| >= min_change * E_real``; with
+    ``baseline_quantile`` set, of its real value above the concept's baseline (that quantile
+    of its energy over the real images), ``|E_gen - E_real| >= min_change * (E_real - B)``
     (``precompute.analysis.delta``).
     """
 
@@ -247,6 +252,11 @@ class AnalysisConfig(_Table):
     fdr: float = Field(0.05, gt=0.0, lt=1.0, description="false discovery rate of the flags (Benjamini-Hochberg)")
     min_change: float = Field(0.0, ge=0.0, le=10.0, description="a flag also needs |E_gen - E_real| >= min_change "
                               "* E_real (0: the paper's rule, no effect-size floor)")
+    baseline_quantile: float | None = Field(
+        None, ge=0.0, lt=1.0, description="measure min_change against E_real - B, B this quantile of the concept's "
+        "energy over the real images, zeros included (unset: against E_real)")
+    auto_share: float = Field(1.0, gt=0.0, le=1.0, description="temperature 'auto': the share of its energy the "
+                              "10th-percentile concept must lose for delta to cross the thresholds (1: vanish)")
     pvalue_rule: Literal["hoeffding", "normal"] = Field(
         "hoeffding", description="paired sign-flip p-values: Hoeffding's exact bound or the normal approximation")
     bootstrap: int = Field(1000, ge=0)

@@ -185,7 +185,7 @@ def chips(card: dict[str, Any]) -> Markup:
     elif s["suppressed_paper"] or s["exaggerated_paper"]:
         why = ("the difference is not significant" if not s["significant"] else
                f'the energy moved by less than {100 * card["thresholds"]["min_change"]:.0f}% of its real value '
-               "(the effect-size floor)")
+               f'{"above its baseline " if card["thresholds"].get("baseline_quantile") else ""}(the effect-size floor)')
         found.append(_chip("past the paper's threshold only", "chip-insig",
                            f"delta passes the paper's threshold but {why}: not flagged"))
     if card["is_dead"]:

@@ -15,9 +15,14 @@ another energy model has another energy scale, and T decides at which energy dif
 delta crosses the 0.1 / 0.9 thresholds (``|E_gen - E_real| > T ln 9``). Noise is the
 test's business (a flag also needs q <= fdr), so T only has to say which changes are
 large enough to call a blindspot, in the lens's own units:
-``T = Q10(E_real) / ln 9``, the 10th percentile of the live concepts' mean real energy.
-A concept at that percentile crosses 0.1 when it vanishes; a concept at the median
-crosses when it loses the share Q10 / median of its energy. The rule has no scale of
+``T = s Q10(E_real) / ln 9``, the 10th percentile of the live concepts' mean real energy
+times ``s`` (``analysis.auto_share``, 1 by default). A concept at that percentile crosses
+0.1 when it loses the share s of its energy (s = 1: when it vanishes); a concept at the
+median when it loses s Q10 / median. With s = 1 a concept below the 10th percentile
+cannot cross at all, however completely it vanishes: on the embedded world the position,
+colour and shape concepts of a TopK lens live there (mean energy 0.2-0.4 at T = 0.13), so
+the demo sets s = 0.5 and leaves the size of a flag to the effect-size floor
+(``analysis.min_change``, ``precompute.analysis.delta``). The rule has no scale of
 its own (energies 10x larger give a 10x larger T and the same deltas) and does not
 depend on the number of pairs. DINOv2's energies cannot be measured here (no weights),
 so T = 0.8 stays the default for the paper's lens.
@@ -46,10 +51,12 @@ def real_halves(real: sp.csr_array, seed: int) -> tuple[sp.csr_array, sp.csr_arr
     return sp.csr_array(real[order[:half]]), sp.csr_array(real[order[half:2 * half]])
 
 
-def auto_temperature(real: sp.csr_array) -> float:
+def auto_temperature(real: sp.csr_array, share: float = 1.0) -> float:
     """The "auto" T of the module docstring, from the real images' energies (n_images, K)."""
+    if not 0 < share <= 1:
+        raise BlindspotError(f"the auto temperature's share must be in (0, 1], got {share}")
     means = np.asarray(real.sum(axis=0)).ravel() / max(real.shape[0], 1)
     live = means[means > 0]
     if live.size == 0:
         raise BlindspotError("temperature = 'auto' needs energies: no concept fires on any real image")
-    return float(np.quantile(live, AUTO_QUANTILE)) / math.log(9.0)
+    return share * float(np.quantile(live, AUTO_QUANTILE)) / math.log(9.0)

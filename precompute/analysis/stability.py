@@ -29,13 +29,20 @@ def match_atoms(first: torch.Tensor, second: torch.Tensor, chunk: int = 2048) ->
 
 
 def delta_stability(delta_first: np.ndarray, delta_second: np.ndarray, match: np.ndarray, cosine: np.ndarray,
-                    min_cosine: float = 0.7) -> dict:
-    """Spearman of delta between matched concepts (decoder cosine >= ``min_cosine``)."""
+                    min_cosine: float = 0.7, live: np.ndarray | None = None) -> dict:
+    """Spearman of delta between matched concepts (decoder cosine >= ``min_cosine``).
+
+    ``live``: which concepts of the first SAE fire on some image; a dead concept's decoder is its initialisation,
+    matched by chance or not at all, so the share that matters is matched among the live (``matched_live`` of
+    ``live``). Without it every concept counts as live.
+    """
     keep = cosine >= min_cosine
+    live = np.ones(len(cosine), dtype=bool) if live is None else np.asarray(live, dtype=bool)
     rho = float("nan")
     if keep.sum() >= 3:
         x, y = delta_first[keep], delta_second[match[keep]]
         if x.std() > 0 and y.std() > 0:
             rho = float(spearmanr(x, y).statistic)
-    return {"spearman": rho, "matched": int(keep.sum()), "concepts": int(len(cosine)),
+    return {"spearman": rho, "matched": int(keep.sum()), "concepts": int(len(cosine)), "live": int(live.sum()),
+            "matched_live": int((keep & live).sum()),
             "mean_best_cosine": float(cosine.mean()), "min_cosine": min_cosine}

@@ -47,7 +47,9 @@ def evaluate_stability(config: RunConfig, out: Path, seed: int, *, work: Path | 
     match, cosine = match_atoms(first_atoms, second_atoms)
     results = {}
     for source_id in sorted(first_stats["source_id"].unique()):
-        a = first_stats[first_stats["source_id"] == source_id].sort_values("concept")["delta"].to_numpy()
+        first = first_stats[first_stats["source_id"] == source_id].sort_values("concept")
+        a = first["delta"].to_numpy()
         b = second_stats[second_stats["source_id"] == source_id].sort_values("concept")["delta"].to_numpy()
-        results[source_id] = delta_stability(a, b, match, cosine, min_cosine)
+        live = ((first["nu_real"] > 0) | (first["nu_gen"] > 0)).to_numpy()
+        results[source_id] = delta_stability(a, b, match, cosine, min_cosine, live=live)
     return results

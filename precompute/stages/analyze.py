@@ -87,14 +87,15 @@ def run_analyze(ctx: StageContext, lens: Lens | None = None) -> dict:
     # or was asked for its first n_items only): a missing image is not an image without concepts
     drawn = {s.source_id: np.asarray(sorted(s.positions), dtype=np.int64) for s in image_sets(ctx)}
     first_half, second_half = real_halves(real, config.run.seed)
-    temperature = (auto_temperature(real) if analysis.temperature == "auto"
+    temperature = (auto_temperature(real, analysis.auto_share) if analysis.temperature == "auto"
                    else float(analysis.temperature))
     controls = {g.name for g in config.generators if g.control}
 
     def statistics(reference: sp.csr_array, other: sp.csr_array, **options):
         return concept_stats(reference, other, temperature=temperature, suppressed_below=analysis.suppressed_below,
                              exaggerated_above=analysis.exaggerated_above, fdr=analysis.fdr,
-                             min_change=analysis.min_change, pvalue_rule=analysis.pvalue_rule, **options)
+                             min_change=analysis.min_change,
+                             baseline_quantile=analysis.baseline_quantile, pvalue_rule=analysis.pvalue_rule, **options)
 
     stats_tables, histogram_rows, summary_rows, datapoint_tables, null_rows = [], [], [], [], []
     deltas = {}

@@ -138,3 +138,12 @@ def test_atom_matching_recovers_a_permuted_dictionary_and_its_delta_ranking():
     delta = np.linspace(0, 1, 50)
     report = delta_stability(delta, delta[order.numpy()], match, cosine)
     assert report["spearman"] == pytest.approx(1.0) and report["matched"] == 50
+    # the first dictionary's last 20 atoms replaced by fresh random ones (a dead concept keeps its initialisation):
+    # they are not matched, and the report says how many of the live concepts were
+    wide = torch.randn(50, 256)
+    fresh = wide.clone()
+    fresh[30:] = torch.randn(20, 256)
+    match, cosine = match_atoms(wide, fresh)
+    live = np.arange(50) < 40
+    report = delta_stability(delta, delta, match, cosine, live=live)
+    assert report["live"] == 40 and report["matched"] == 30 and report["matched_live"] == 30

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from precompute.analysis.calibration import auto_temperature, real_halves
-from precompute.analysis.delta import concept_stats
+from precompute.analysis.delta import column_quantiles, concept_stats
 from precompute.analysis.significance import benjamini_hochberg, signflip_pvalues
 from precompute.errors import BlindspotError
 
@@ -127,6 +127,25 @@ def test_auto_temperature_follows_the_energy_scale():
     assert auto_temperature(sparse_energies(rng, 4000, 200, density=0.1)) == pytest.approx(t, rel=0.15)
     with pytest.raises(BlindspotError, match="auto"):
         auto_temperature(sp.csr_array((5, 3)))
+    # with a share s, that concept crosses when it loses the share s of its energy
+    half = auto_temperature(real, share=0.5)
+    assert half == pytest.approx(t / 2)
+    q10 = np.quantile(means[means > 0], 0.1)
+    assert 1 / (1 + np.exp(0.5 * q10 / half)) == pytest.approx(0.1)
+    with pytest.raises(BlindspotError, match="share"):
+        auto_temperature(real, share=0.0)
+
+
+def test_column_quantiles_count_the_implicit_zeros():
+    """Against numpy's "lower" quantile of the dense columns: negative, zero and positive entries, explicit zeros,
+    an empty column, at the ends and in between."""
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(37, 6)) * (rng.random((37, 6)) < [0.0, 0.1, 0.5, 0.9, 1.0, 0.3])
+    matrix = sp.csr_array(dense)
+    matrix.data[::7] = 0.0  # explicit zeros stored in the matrix
+    dense = matrix.toarray()
+    for q in (0.0, 0.1, 0.25, 0.5, 0.9, 0.999):
+        np.testing.assert_array_equal(column_quantiles(matrix, q), np.quantile(dense, q, axis=0, method="lower"))
 
 
 def test_the_effect_size_floor_drops_a_small_significant_shift_and_keeps_a_blindspot():
@@ -145,3 +164,30 @@ def test_the_effect_size_floor_drops_a_small_significant_shift_and_keeps_a_blind
     assert not floored.suppressed[0] and floored.suppressed[1]
     assert not (floored.suppressed | floored.exaggerated)[2]
     np.testing.assert_array_equal(paper.delta, floored.delta)  # the floor gates flags only, never delta itself
+
+
+def test_the_floor_above_a_baseline_finds_a_concept_that_fires_everywhere():
+    """A concept with energy ~5 on every image and ~12 where it detects its object: the generator draws the object
+    in a quarter as many images, so the mean falls ~20% (under a 30% floor of E_real) while the energy above the
+    baseline halves. Measured above its 10th-percentile baseline the floor keeps that flag; a rare concept (baseline
+    0) keeps the floor of E_real, so its 10% shift stays unflagged; without a floor neither rule changes."""
+    rng = np.random.default_rng(8)
+    n = 2000
+    shows = rng.random(n) < 0.2
+    real = np.stack([5 + rng.normal(0, 0.3, n) + 7 * shows,
+                     np.where(rng.random(n) < 0.3, rng.uniform(80, 100, n), 0.0)], axis=1)
+    generated = real.copy()
+    drawn = shows & (rng.random(n) < 0.25)
+    generated[shows & ~drawn, 0] -= 7
+    generated[:, 1] *= 0.9
+    options = dict(temperature=0.1, resamples=0, uncertainty="none", min_change=0.3)
+    plain = concept_stats(sp.csr_array(real), sp.csr_array(generated), **options)
+    based = concept_stats(sp.csr_array(real), sp.csr_array(generated), baseline_quantile=0.1, **options)
+    assert plain.suppressed_paper.all() and plain.significant.all()
+    assert not plain.suppressed.any()
+    assert based.suppressed[0] and not based.suppressed[1]
+    assert based.baseline[0] == pytest.approx(5 - 0.3 * 1.28, abs=0.1) and based.baseline[1] == 0
+    np.testing.assert_array_equal(plain.delta, based.delta)
+    unfloored = concept_stats(sp.csr_array(real), sp.csr_array(generated), baseline_quantile=0.1,
+                              **{**options, "min_change": 0.0})
+    assert unfloored.suppressed.all() and not unfloored.baseline.any()
