@@ -64,7 +64,8 @@ def load_models(atlas: Path, generator: str) -> Models:
     pipeline.set_progress_bar_config(disable=True)
     sae = load_sae(parts.internal_sae, device="cpu")
     lens = Lens.from_parts(load_energy_model(parts.energy_model, device="cpu"),
-                           load_sae(parts.output_sae, device="cpu"), parts.patch_tokens_only)
+                           load_sae(parts.output_sae, device="cpu"), parts.patch_tokens_only,
+                           aggregation=parts.aggregation)
     norms = sae.dictionary.detach().norm(dim=-1).numpy()
     return Models(pipeline, sae, lens, np.asarray(parts.typical), norms, parts.point, parts.size or (64, 64),
                   parts.generator.steps, parts.generator.guidance)

@@ -59,6 +59,7 @@ def atlas_parts(atlas: Atlas | Path, generator: str | None = None, *, cache: Pat
     return SteeringParts(generator=chosen, internal_sae=root / lens["sae"], point=lens["point"],
                          energy_model=config.encode.energy_model, output_sae=root / OUTPUT_SAE,
                          cache=cache or default_cache(root), patch_tokens_only=config.encode.patch_tokens_only,
+                         aggregation=config.encode.energy_aggregation,
                          size=size, device=device, typical=typical)
 
 

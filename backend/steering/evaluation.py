@@ -138,11 +138,12 @@ def dose_response(outcomes: list[Outcome], strengths: Iterable[float]) -> list[d
 
 
 def suppressed_concepts(atlas: Atlas, generator: str, max_delta: float | None = None) -> list[dict]:
-    """The live concepts of ``generator`` flagged suppressed (or with delta below ``max_delta``), most first."""
+    """The live concepts of ``generator`` flagged suppressed (or with delta below ``max_delta``), most first: by
+    delta, then by the energy lost (a small T saturates delta at 0 for every large drop)."""
     return atlas.rows("""
         SELECT s.concept, c.label, s.delta FROM concept_stats s JOIN concepts c USING (concept)
         WHERE s.source_id = ? AND (CASE WHEN ? IS NULL THEN s.suppressed ELSE s.delta < ? END) AND NOT c.is_dead
-        ORDER BY s.delta, s.concept""", [generator, max_delta, max_delta])
+        ORDER BY s.delta, s.e_gen - s.e_real, s.concept""", [generator, max_delta, max_delta])
 
 
 def concept_prompts(atlas: Atlas, concept: int, count: int) -> list[str]:

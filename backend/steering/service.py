@@ -111,6 +111,7 @@ class SteeringParts:
     output_sae: Path
     cache: Path
     patch_tokens_only: bool = False
+    aggregation: str = "sum"  # encode.energy_aggregation of the atlas
     size: tuple[int, int] | None = None
     device: str = "auto"
     typical: tuple[float, ...] | None = field(default=None, repr=False)
@@ -222,6 +223,7 @@ class SteeringService:
                 generator.model_dump(mode="json"), weights, self.parts.point,
                 file_digest(self.parts.internal_sae / "model.safetensors"), self.parts.energy_model,
                 file_digest(self.parts.output_sae / "model.safetensors"), self.parts.patch_tokens_only,
+                *(() if self.parts.aggregation == "sum" else (self.parts.aggregation,)),
                 None if self.parts.typical is None else cache_key("typical", {"values": list(self.parts.typical)})])
         return self._identity
 
@@ -378,7 +380,8 @@ class SteeringService:
         load = load_world_model if isinstance(generator, WorldModelGeneratorConfig) else load_diffusers
         pipeline = load(generator, device).pipeline
         lens = Lens.from_parts(load_energy_model(self.parts.energy_model, device=device),
-                               load_sae(self.parts.output_sae, device=device), self.parts.patch_tokens_only)
+                               load_sae(self.parts.output_sae, device=device), self.parts.patch_tokens_only,
+                               aggregation=self.parts.aggregation)
         internal_sae = load_sae(self.parts.internal_sae, device=device)
         log.info("steering %s: models loaded in %.2f s", self.generator, time.perf_counter() - started)
         return {"pipeline": pipeline, "internal_sae": internal_sae, "lens": lens}

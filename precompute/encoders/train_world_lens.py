@@ -169,13 +169,15 @@ def image_tokens(energy_model: Any, images: np.ndarray, batch_size: int = 250) -
 def train_world_sae(out_dir: str | Path, encoder: str | Path = SHIPPED_WEIGHTS, *, variant: str = "topk",
                     n_concepts: int = 64, k: int = 8, seed: int = 1002, n_images: int = 6000, n_eval: int = 2000,
                     epochs: float = 10.0, batch_size: int = 1024, lr: float = 5e-4, sae_seed: int = 0,
-                    readout: str = "trunk", threads: int | None = 1, progress: Progress | None = None,
+                    readout: str = "trunk", aggregation: str = "sum", threads: int | None = 1,
+                    progress: Progress | None = None,
                     **sae_settings: Any) -> dict[str, Any]:
     """Train the output-lens SAE on the tokens of ``n_images`` images of world ``seed``; score it on ``seed + 1``.
 
     ``readout``: the encoder's tokens the SAE reads (``WorldEnergyModel``): ``"trunk"``, or ``"heads"``, where
     each token is split into one per concept family for training and a position's codes are the sum over its
-    families, as the lens computes them (``Lens.token_codes``). Writes the SAE (``config.json`` +
+    families, as the lens computes them (``Lens.token_codes``). ``aggregation``: the energy the held-out
+    detectability is scored on (``encode.energy_aggregation``; the SAE does not depend on it). Writes the SAE (``config.json`` +
     ``model.safetensors``) and ``training.json`` (the settings, the training report and the held-out
     detectability table) to ``out_dir``.
     """
@@ -198,14 +200,14 @@ def train_world_sae(out_dir: str | Path, encoder: str | Path = SHIPPED_WEIGHTS, 
     report = train_sae(sae, rows, train_config,
                        progress=(lambda m: progress({"phase": "sae", **m})) if progress else None)
     test_images, presence, names = world_images(seed + 1, n_eval)
-    lens = Lens.from_parts(energy_model, sae, patch_tokens_only=False)
+    lens = Lens.from_parts(energy_model, sae, patch_tokens_only=False, aggregation=aggregation)
     with torch.no_grad():
-        energies = torch.cat([lens.token_codes(chunk).sum(dim=1)
+        energies = torch.cat([lens.energy(lens.token_codes(chunk))
                               for chunk in image_tokens(energy_model, test_images).split(100)])
     scores = detectability(energies.numpy(), presence, names)
     path = sae.save_pretrained(out_dir)
     document = {
-        "settings": {"encoder": str(encoder), "readout": readout, "variant": variant, "n_concepts": n_concepts,
+        "settings": {"encoder": str(encoder), "readout": readout, "aggregation": aggregation, "variant": variant, "n_concepts": n_concepts,
                      "k": k, "seed": seed,
                      "n_images": n_images, "n_eval": n_eval, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                      "sae_seed": sae_seed, **sae_settings},

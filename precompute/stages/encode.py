@@ -56,7 +56,8 @@ def lens_digest(ctx: StageContext) -> str:
     encode = ctx.config.encode
     jpeg = () if jpeg_quality(encode) is None else (("jpeg", encode.jpeg_quality),)
     return digest_of(encode.energy_model, file_digest(path / "model.safetensors"),
-                     (path / "config.json").read_text(), encode.patch_tokens_only, ctx.energy_identity(), *jpeg)
+                     (path / "config.json").read_text(), encode.patch_tokens_only, ctx.energy_identity(), *jpeg,
+                     *(() if encode.energy_aggregation == "sum" else (("aggregation", encode.energy_aggregation),)))
 
 
 def lens_dir(ctx: StageContext, digest: str) -> Path:
@@ -75,7 +76,7 @@ def open_lens(ctx: StageContext) -> Lens:
     model = ctx.energy_model()
     sae = load_sae(path, device=resolve_device(encode.device))
     return Lens(model, sae, encode.patch_tokens_only, encode.batch_size, jpeg_quality(encode), lens_digest(ctx),
-                sae_source=f"the SAE at {path}", model_name=encode.energy_model)
+                sae_source=f"the SAE at {path}", model_name=encode.energy_model, aggregation=encode.energy_aggregation)
 
 
 def _shard_rows(image_set: ImageSet) -> dict[int, list[int]]:

@@ -33,7 +33,7 @@ def jpeg_quality(encode: EncodeConfig) -> int | None:
 def trained_sae_dir(ctx: StageContext) -> Path:
     encode = ctx.config.encode
     lens = {k: v for k, v in encode.model_dump(mode="json").items()
-            if k not in ("exemplars", "patch_tokens_only", "device", "batch_size")}
+            if k not in ("exemplars", "patch_tokens_only", "energy_aggregation", "device", "batch_size")}
     return ctx.work / "train" / f"sae-{digest_of(ctx.sample_digest(), lens, ctx.energy_identity())}"
 
 

@@ -81,8 +81,10 @@ def test_planted_effects_are_found_and_a_rotated_lens_is_not_fooled(tmp_path):
     assert len(rotated.undetected) > len(lens.undetected)
     # a rotated lens may still "find" two strong effects by flagging nearly everything: its flags are false alarms
     assert (worse.recall or 0.0) <= planted.recall
-    assert worse.false_alarm_rate is not None and worse.false_alarm_rate > (planted.false_alarm_rate or 0.0) + 0.3
-    assert (worse.spearman or 0.0) < (planted.spearman or 0.0)
+    # (with the maximum as energy the rotated lens flags fewer concepts than with the sum: at 500 pairs 3 of its 7
+    # flags are false against 1 of the real lens's 4; its ranking is what breaks: Spearman 0.49 against 0.93)
+    assert worse.false_alarms > planted.false_alarms
+    assert (worse.spearman or 0.0) < (planted.spearman or 0.0) - 0.3
 
 
 def test_random_plants_follow_the_stated_rules():
@@ -133,9 +135,9 @@ def test_randomised_worlds_report_consistent_statistics_and_no_null_flags(tmp_pa
     # world": 2,000 pairs x 3 seeds x 3 plants, where the false alarms need the demo's effect-size floor; at 300
     # pairs the small shifts it removes are rarely significant, so here it changes nothing)
     assert recall["mean"] >= 0.9 and false_alarms["mean"] <= 0.1
-    # Spearman's target is 0.7; the world-heads lens measures 0.696 here (and 0.67-0.77 per set of three worlds at
-    # 2,000 pairs, README), so this guards the level it reaches, far above a rotated lens's, not the target
-    assert spearman["mean"] >= 0.65
+    # Spearman's target is 0.7: the demo's lens (maximum as energy) measures 0.93 here, 0.89-0.92 per set of three
+    # worlds at 2,000 pairs (README)
+    assert spearman["mean"] >= 0.7
     # detectability on the worlds' real images: every world concept of prior >= 2% has a detector at AUROC 0.9,
     # the world's defaults (solid, plain_white, count_one) included
     assert summary["undetected"] == []

@@ -88,3 +88,36 @@ def test_the_trunk_lens_sae_on_the_heads_tokens_is_refused_naming_both(heads):
     with pytest.raises(ConfigError, match=r"takes tokens of dimension 128, but the energy model 'world-heads' gives "
                                           r"tokens of dimension 48"):
         Lens(heads, load_sae(SHIPPED_SAE))
+
+
+def test_the_maximum_says_whether_an_image_shows_a_shape_the_sum_how_much_of_it(heads):
+    """The demo's energy (``encode.energy_aggregation = "max"``): a shape's detector has about the same energy on
+    images with three or four objects of that shape as on images with one, where the sum grows with the count. With
+    the sum, a generator that draws more objects than asked raises every shape concept (README, "The world lens")."""
+    from precompute.encoders.train_world_lens import detectability
+    from precompute.encoders.world_encoder import SHIPPED_HEADS_SAE
+    from precompute.sae import load_sae
+
+    samples = World(seed=5, size=64).sample_many(0, 900)
+    pixels, presence = np.stack([s.image for s in samples]), concept_matrix([s.scene for s in samples])
+    names = [c.name for c in CONCEPTS]
+    one = presence[:, names.index("count_one")]
+    many = presence[:, names.index("count_three")] | presence[:, names.index("count_four")]
+    sae = load_sae(SHIPPED_HEADS_SAE)
+    ratios = {}
+    for aggregation in ("sum", "max"):
+        lens = Lens.from_parts(heads, sae, patch_tokens_only=False, aggregation=aggregation)
+        with torch.no_grad():
+            energy = torch.cat([lens.energy(lens.token_codes(heads.encode(chunk).tokens))
+                                for chunk in np.array_split(pixels, 6)]).numpy()
+        table = {row["world_concept"]: row for row in detectability(energy, presence, names)["table"]}
+        for shape in ("circle", "square"):
+            shows = presence[:, names.index(shape)]
+            assert table[shape]["auroc"] >= 0.95 and (shows & many).sum() >= 20
+            column = energy[:, table[shape]["concept"]]
+            ratios[aggregation, shape] = column[shows & many].mean() / column[shows & one].mean()
+    for shape in ("circle", "square"):
+        assert ratios["sum", shape] >= 1.25
+        assert 0.9 <= ratios["max", shape] <= 1.1
+    with pytest.raises(ConfigError, match="aggregation"):
+        Lens.from_parts(heads, sae, patch_tokens_only=False, aggregation="mean")
