@@ -530,7 +530,8 @@ def eval_stability(config_path: Path, out: Path, seed: int, work: Path | None, m
         return
     for source_id, r in results.items():
         console.print(f"{source_id}: Spearman {_number(r['spearman'])} over {r['matched']}/{r['concepts']} matched "
-                      f"concepts, {r['matched_live']} of the {r['live']} live (mean best cosine {r['mean_best_cosine']:.3f})")
+                      f"concepts, {r['matched_live']} of the {r['live']} live "
+                      f"(mean best cosine {r['mean_best_cosine']:.3f})")
 
 
 def _strength_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:

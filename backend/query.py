@@ -69,7 +69,7 @@ def resolve_model(atlas: Atlas, model: str | None, models: list[str] | None = No
 
 def analysis_settings(atlas: Atlas) -> dict[str, float]:
     """The build's delta temperature (``atlas_info.temperature``: a config's ``"auto"`` resolved), blindspot
-    thresholds, false discovery rate and effect-size floor with its baseline quantile (its config's ``[analysis]``; the defaults, the
+    thresholds, false discovery rate, effect-size floor and its baseline quantile (its config's ``[analysis]``; the defaults, the
     paper's T = 0.8, 0.1 and 0.9, an FDR of 0.05 and no floor, for an atlas that does not record them)."""
     info = atlas.info()
     try:

@@ -31,7 +31,9 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import scipy.sparse as sp
 
+from precompute.analysis.delta import column_quantiles
 from precompute.evaluation.world import evaluate_world
 
 FLOOR = ("suppressed = suppressed_paper AND coalesce(q_value, 1) <= ? AND (e_real - e_gen) >= ? * e_real, "
@@ -41,15 +43,15 @@ RELATIVE = ("suppressed = coalesce(q_value, 1) <= ? AND e_real > 0 AND (e_real -
 
 
 def _baselines(db: duckdb.DuckDBPyConnection, quantile: float) -> list[tuple[int, float]]:
-    """Each concept's ``quantile`` of its energy over the real images, zeros included (as the analyze stage)."""
+    """Each concept's ``quantile`` of its energy over the real images, zeros included (the analyze stage's
+    ``column_quantiles``)."""
     n = db.execute("SELECT count(*) FROM images WHERE source_id = 'real'").fetchone()[0]
-    rows = []
-    for concept, values in db.execute("SELECT concept, list(energy) FROM energies WHERE source_id = 'real' "
-                                      "GROUP BY concept").fetchall():
-        column = np.zeros(n)
-        column[:len(values)] = values
-        rows.append((concept, float(np.quantile(column, quantile, method="lower"))))
-    return rows
+    row, concept, energy = (np.asarray(v) for v in zip(*db.execute(
+        "SELECT dense_rank() OVER (ORDER BY image_id) - 1, concept, energy FROM energies "
+        "WHERE source_id = 'real'").fetchall()))
+    width = int(concept.max()) + 1
+    baseline = column_quantiles(sp.csr_array((energy, (row, concept)), shape=(n, width)), quantile)
+    return [(k, float(baseline[k])) for k in range(width)]
 
 
 def _shipped_rule(db: duckdb.DuckDBPyConnection, fdr: float, floor: float, share: float,

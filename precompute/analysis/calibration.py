@@ -19,10 +19,11 @@ large enough to call a blindspot, in the lens's own units:
 times ``s`` (``analysis.auto_share``, 1 by default). A concept at that percentile crosses
 0.1 when it loses the share s of its energy (s = 1: when it vanishes); a concept at the
 median when it loses s Q10 / median. With s = 1 a concept below the 10th percentile
-cannot cross at all, however completely it vanishes: on the embedded world the position,
-colour and shape concepts of a TopK lens live there (mean energy 0.2-0.4 at T = 0.13), so
-the demo sets s = 0.5 and leaves the size of a flag to the effect-size floor
-(``analysis.min_change``, ``precompute.analysis.delta``). The rule has no scale of
+cannot cross at all, however completely it vanishes: with the maximum as energy
+(``encode.energy_aggregation``) a concept's mean is about the share of images that show
+it, 0.011 for the demo's document background, so the demo sets s = 0.1 and leaves the
+size of a flag to the effect-size floor (``analysis.min_change``,
+``precompute.analysis.delta``) and its noise to the test. The rule has no scale of
 its own (energies 10x larger give a 10x larger T and the same deltas) and does not
 depend on the number of pairs. DINOv2's energies cannot be measured here (no weights),
 so T = 0.8 stays the default for the paper's lens.
